@@ -1,0 +1,274 @@
+"""Stage 2: decide what a repair will do, from the scan alone. Performs no I/O beyond the scan.
+
+The step value is taken from evidence in this order, and the plan names the evidence it used:
+
+1. ``--step`` (``step=``), which overrides everything;
+2. the value of a renamed step key (``my_global_step``) or of a mistyped ``global_step``;
+3. an optimizer iteration counter (``.../iter``, ``.../iterations``) or a TF2 ``step``;
+4. the ``-N`` suffix of the checkpoint prefix.
+
+Evidence that disagrees, or no evidence at all, raises ``StepEvidenceError``: the tool never
+guesses a step and never defaults to 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from estimator_fix import errors, fs
+from estimator_fix.scan import STEP_KEY
+from estimator_fix.types import (
+    CheckpointReport,
+    EvidenceSource,
+    Format,
+    Problem,
+    ScanReport,
+    Severity,
+    StepEvidence,
+    StepStatus,
+    Verdict,
+)
+
+PLAN_SCHEMA = "estimator-fix.plan/1"
+FIXED_INFIX = "-fixed-"
+_INT64_MAX = 2**63 - 1
+
+_SOURCE_RANK = {
+    EvidenceSource.STEP_KEY: 1,
+    EvidenceSource.RENAMED_KEY: 1,
+    EvidenceSource.OPTIMIZER_ITERATIONS: 2,
+    EvidenceSource.TF2_STEP: 2,
+    EvidenceSource.PREFIX_SUFFIX: 3,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What ``repair`` will write. ``actions`` is the same in words."""
+
+    schema: str
+    model_dir: str
+    output_dir: str  # equals model_dir for an in-place repair
+    in_place: bool
+    source_prefix: str
+    source_format: Format
+    new_prefix: str | None  # None when the checkpoint itself needs no change
+    step: int | None  # the value global_step will hold (None: checkpoint unchanged)
+    step_evidence: StepEvidence | None  # why that value
+    add_step: bool  # write a new int64 scalar global_step
+    replace_keys: tuple[str, ...]  # source keys left out of the new index (retyped or dropped)
+    kept_renamed_key: str | None  # a renamed step key kept beside the new global_step
+    rewrite_state: bool
+    state_latest: str  # what the state file's model_checkpoint_path will be (relative)
+    problems_fixed: tuple[Problem, ...]
+    warnings: tuple[str, ...]
+    actions: tuple[str, ...]
+    is_noop: bool
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [v.to_dict() if hasattr(v, "to_dict") else v for v in value]
+            elif hasattr(value, "to_dict"):
+                value = value.to_dict()
+            elif isinstance(value, Format):
+                value = value.value
+            out[f.name] = value
+        return out
+
+
+def choose_step(target: CheckpointReport, step: int | None) -> StepEvidence:
+    """Picks the step value and the evidence behind it.
+
+    Raises:
+      errors.UsageError: ``step`` is negative or does not fit int64.
+      errors.StepEvidenceError: no evidence, or evidence that disagrees, and no ``step``.
+    """
+    if step is not None:
+        if not 0 <= step <= _INT64_MAX:
+            raise errors.UsageError(f"--step={step}: must be between 0 and {_INT64_MAX}")
+        return StepEvidence(EvidenceSource.FLAG, step, detail="--step")
+    assert target.step is not None
+    evidence = target.step.evidence
+    found = ", ".join(f"{e.key or e.source.value}={e.value}" for e in evidence)
+    if not evidence:
+        raise errors.StepEvidenceError(
+            f"{target.prefix}: no evidence of the training step (no step key, no optimizer "
+            "counter, no -N suffix); pass --step=N",
+            path=target.prefix,
+        )
+    if len({e.value for e in evidence}) > 1:
+        raise errors.StepEvidenceError(
+            f"{target.prefix}: step evidence disagrees ({found}); pass --step=N with the step "
+            "you trust",
+            path=target.prefix,
+        )
+    return min(evidence, key=lambda e: _SOURCE_RANK[e.source])
+
+
+def new_prefix_name(source_name: str, step: int, *, in_place: bool) -> str:
+    """The repaired checkpoint's basename; the step stays its ``-N`` suffix. Pure.
+
+    In place: ``model.ckpt-200`` -> ``model.ckpt-fixed-200`` (beside the original, whose name
+    it must not take). In a new directory: ``model.ckpt-200``.
+    """
+    head, _, tail = source_name.rpartition("-")
+    stem = head if head and tail.isdigit() else source_name
+    stem = re.sub(r"-fixed\d*$", "", stem)  # repairing a repaired checkpoint
+    return f"{stem}{FIXED_INFIX}{step}" if in_place else f"{stem}-{step}"
+
+
+def plan(
+    report: ScanReport,
+    *,
+    step: int | None = None,
+    output_dir: str | None = None,
+    drop_renamed: bool = False,
+) -> Plan:
+    """Turns a scan into a repair plan.
+
+    Args:
+      report: the scan of the model directory (its target is the checkpoint to repair).
+      step: ``--step``; overrides all evidence.
+      output_dir: write a complete new model directory here instead of repairing in place.
+      drop_renamed: leave a renamed step key out of the new checkpoint.
+
+    Raises:
+      errors.UsageError: a bad ``step`` or ``output_dir``.
+      errors.NotRepairableError: the scan found a problem this tool cannot fix.
+      errors.StepEvidenceError: the step is needed and the evidence is missing or disagrees.
+    """
+    target = report.target_report
+    assert target is not None and target.step is not None and target.format is not None
+    in_place = output_dir is None
+    out_dir = report.model_dir if output_dir is None else fs.normalize(output_dir)
+    if not in_place:
+        _check_output_dir(report.model_dir, out_dir)
+    unrepairable = [p for p in report.problems if p.severity is Severity.UNREPAIRABLE]
+    if unrepairable:
+        raise errors.NotRepairableError(
+            f"{report.model_dir}: {unrepairable[0].code}: {unrepairable[0].message}"
+            + (f"; {unrepairable[0].fix}" if unrepairable[0].fix else ""),
+            path=unrepairable[0].path,
+        )
+    fixed = tuple(p for p in report.problems if p.severity is Severity.REPAIRABLE)
+    warnings = tuple(p.message for p in report.problems if p.severity is Severity.WARNING)
+    status = target.step.status
+    if step is not None and status is StepStatus.OK:
+        raise errors.UsageError(
+            f"--step={step}: {target.name} already has an int64 global_step; --step applies only "
+            "to checkpoints whose step is missing or broken"
+        )
+    if report.verdict is Verdict.HEALTHY and in_place:
+        return Plan(
+            schema=PLAN_SCHEMA,
+            model_dir=report.model_dir,
+            output_dir=out_dir,
+            in_place=True,
+            source_prefix=target.prefix,
+            source_format=target.format,
+            new_prefix=None,
+            step=None,
+            step_evidence=None,
+            add_step=False,
+            replace_keys=(),
+            kept_renamed_key=None,
+            rewrite_state=False,
+            state_latest=target.name,
+            problems_fixed=(),
+            warnings=warnings,
+            actions=(f"nothing to do: {report.model_dir} is healthy",),
+            is_noop=True,
+        )
+
+    evidence: StepEvidence | None = None
+    new_name: str | None = None
+    replace: list[str] = []
+    kept: str | None = None
+    actions: list[str] = []
+    if status is not StepStatus.OK:
+        evidence = choose_step(target, step)
+        new_name = new_prefix_name(target.name, evidence.value, in_place=in_place)
+        if status in (StepStatus.WRONG_DTYPE, StepStatus.WRONG_SHAPE):
+            replace.append(STEP_KEY)
+            actions.append(
+                f"replace global_step ({target.step.dtype}{list(target.step.shape or ())}) with an "
+                f"int64 scalar = {evidence.value} (from {evidence.source.value}: {_why(evidence)})"
+            )
+        else:
+            actions.append(
+                f"add an int64 global_step = {evidence.value} "
+                f"(from {evidence.source.value}: {_why(evidence)})"
+            )
+            if status is StepStatus.RENAMED and target.step.key is not None:
+                if drop_renamed:
+                    replace.append(target.step.key)
+                    actions.append(f"leave out the renamed step key {target.step.key!r}")
+                else:
+                    kept = target.step.key
+        if target.format is Format.V1:
+            actions.append(f"convert {target.name} from V1 to V2, one tensor at a time")
+            verb = "write"
+        else:
+            verb = "link"
+        actions.append(
+            f"{verb} the model's tensors unchanged into {new_name} "
+            f"({'hard links to the original data files' if verb == 'link' else 'new data file'}) "
+            "with a new index"
+        )
+    elif not in_place:
+        new_name = target.name
+        actions.append(f"link {target.name} unchanged into {out_dir}")
+    latest = new_name or target.name
+    actions.append(
+        f"{'write' if not in_place else 'rewrite'} the state file {fs.join(out_dir, 'checkpoint')}"
+        f" naming {latest} (relative path)"
+        + (", keeping a backup of the old one" if in_place and report.state_file.present else "")
+    )
+    if not in_place:
+        actions.append(f"the source {report.model_dir} is not written")
+    return Plan(
+        schema=PLAN_SCHEMA,
+        model_dir=report.model_dir,
+        output_dir=out_dir,
+        in_place=in_place,
+        source_prefix=target.prefix,
+        source_format=target.format,
+        new_prefix=fs.join(out_dir, new_name) if new_name else None,
+        step=evidence.value if evidence else None,
+        step_evidence=evidence,
+        add_step=evidence is not None,
+        replace_keys=tuple(replace),
+        kept_renamed_key=kept,
+        rewrite_state=True,
+        state_latest=latest,
+        problems_fixed=fixed,
+        warnings=warnings,
+        actions=tuple(actions),
+        is_noop=False,
+    )
+
+
+def _why(e: StepEvidence) -> str:
+    return e.detail if e.key is None else f"{e.key} ({e.dtype})"
+
+
+def _check_output_dir(model_dir: str, out_dir: str) -> None:
+    if fs.has_scheme(out_dir) or fs.has_scheme(model_dir):
+        inside = out_dir == model_dir or out_dir.startswith(model_dir.rstrip("/") + "/")
+    else:
+        a, b = os.path.realpath(model_dir), os.path.realpath(out_dir)
+        inside = b == a or b.startswith(a + os.sep)
+    if inside:
+        raise errors.UsageError(
+            f"--output_dir={out_dir}: must not be the model directory or inside it; pick a "
+            "directory elsewhere"
+        )
+    if fs.exists(out_dir) and (not fs.isdir(out_dir) or fs.listdir(out_dir)):
+        raise errors.UsageError(
+            f"--output_dir={out_dir}: already exists and is not an empty directory; pick a new path"
+        )
