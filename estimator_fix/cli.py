@@ -211,10 +211,18 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(code)
 
 
+_HELP_FLAGS = frozenset({"help", "h", "?", "helpshort", "helpfull", "helpxml"})
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, but a bad flag is one line and exit code 2, not a help dump."""
     try:
         return flags.FLAGS(argv)
+    except SystemExit:
+        # absl's --help/--helpfull print the usage and exit 1; asking for help is a success.
+        if any(a.split("=")[0].lstrip("-") in _HELP_FLAGS for a in argv[1:]):
+            sys.exit(errors.EXIT_OK)
+        raise
     except flags.Error as e:
         sys.stderr.write(f"{PROG}: usage error: {e} (see `{PROG} --help`)\n")
         sys.exit(errors.EXIT_USAGE)
