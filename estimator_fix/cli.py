@@ -4,7 +4,20 @@ Usage:
   estimator-fix scan   --model_dir=DIR [--checkpoint=PREFIX] [--json]
   estimator-fix repair --model_dir=DIR [--checkpoint=PREFIX] [--step=N] [--output_dir=DIR2]
                        [--drop_renamed] [--dry_run] [--json]
+  estimator-fix export --model_dir=DIR --export_dir=BASE (--serving_input_fn=SPEC |
+                       --serving_features=spec.json [--serving_format=example|raw])
+                       (--estimator=SPEC | --model_fn=SPEC [--params=JSON|@file.json])
+                       [--checkpoint=PREFIX] [--as_text] [--assets_extra=DEST=FILE ...]
+                       [--mode=predict|eval|train] [--json]
+  estimator-fix verify --export_dir=SAVED_MODEL [--inputs=file.json|file.npz]
+                       [--model_dir=DIR (--estimator=SPEC | --model_fn=SPEC) [--checkpoint=PREFIX]]
+                       [--tolerance=1e-5] [--json]
+  estimator-fix fix    --model_dir=DIR --export_dir=BASE --serving_input_fn=SPEC
+                       (--estimator=SPEC | --model_fn=SPEC) [--step=N] [--output_dir=DIR2]
+                       [--inputs=...] [--dry_run] [--json]
   (also: python -m estimator_fix COMMAND ...; --flagfile=FILE reads flags from a file)
+  SPEC is package.module:attribute or path/to/file.py:attribute. --estimator names an
+  Estimator or a function taking model_dir and returning one.
 
 Commands:
   scan    Say what is wrong with the model directory: the `checkpoint` state file, every
@@ -16,17 +29,27 @@ Commands:
           an optimizer iteration counter; the -N suffix of the prefix. Evidence that disagrees,
           or none at all, is refused: pass --step. The model's tensors are not copied: the new
           checkpoint hard-links the original data files and gets a new index.
+  export  Pre-flight the model code against the checkpoint (every key, dtype and shape the
+          export restores), then the real Estimator.export_saved_model with that exact
+          checkpoint. The Estimator is built over a scratch model_dir: nothing is written into
+          the model directory.
+  verify  Load the SavedModel in a fresh graph, check its signatures and global_step, run it
+          on the given inputs or on inputs synthesized from its signature and, with the model,
+          compare with Estimator.predict on the checkpoint (max abs difference per output).
+  fix     scan -> plan -> pre-flight -> repair (only if needed) -> export -> verify, one report.
+          Everything that can refuse runs before the first write. A SavedModel that fails
+          verification is renamed rejected-<version> so that Serving never loads it.
 
 Before and after `repair` (the original files are never modified, renamed or deleted):
   model_dir/                           model_dir/
-    checkpoint  -> model.ckpt-200        checkpoint  -> model.ckpt-200-fixed-200 (relative)
-    model.ckpt-200.index                 checkpoint.estimator-fix-backup-<time>
+    checkpoint -> /home/alice/..-200     checkpoint -> model.ckpt-fixed-200 (relative path)
+    model.ckpt-200.index                 checkpoint.bak-<UTC time>   (the old state file)
     model.ckpt-200.data-00000-of-00001   model.ckpt-200.index, .data-00000-of-00001 (as they were)
-                                         model.ckpt-200-fixed-200.index (new: + global_step)
-                                         model.ckpt-200-fixed-200.data-00000-of-00002 (hard link)
-                                         model.ckpt-200-fixed-200.data-00001-of-00002 (the step)
-  With --output_dir=DIR2 the repaired checkpoint and its state file go to DIR2 instead and the
-  source is not written at all.
+                                         model.ckpt-fixed-200.index  (new: + int64 global_step)
+                                         model.ckpt-fixed-200.data-00000-of-00002 (hard link)
+                                         model.ckpt-fixed-200.data-00001-of-00002 (the step)
+  With --output_dir=DIR2 the repaired checkpoint (model.ckpt-200) and its state file go to DIR2
+  instead and the source is not written at all.
 
 Exit codes:
   0  success; for scan: the directory is healthy
@@ -44,16 +67,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import shutil
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import app, flags
 
 from estimator_fix import errors, report
+from estimator_fix.export import parse_assets_extra
 from estimator_fix.scan import scan
+from estimator_fix.serving import ServingSpec
 from estimator_fix.types import ScanReport, Verdict
+from estimator_fix.userspec import ModelSpec, parse_params
 
 PROG = "estimator-fix"
 _INT64_MAX = 2**63 - 1
@@ -78,12 +107,72 @@ _DROP_RENAMED = flags.DEFINE_boolean(
     "drop_renamed", False, "Leave a renamed step key (e.g. my_global_step) out of the repair."
 )
 
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None, "export, fix: the export base directory; verify: the SavedModel."
+)
+_SERVING_INPUT_FN = flags.DEFINE_string(
+    "serving_input_fn", None, "SPEC of the serving input receiver function."
+)
+_SERVING_FEATURES = flags.DEFINE_string(
+    "serving_features", None, "A JSON features spec to build the serving input function from."
+)
+_SERVING_FORMAT = flags.DEFINE_enum(
+    "serving_format",
+    None,
+    ["example", "raw"],
+    "With --serving_features: parse tf.Example protos (default) or feed raw tensors.",
+)
+_ESTIMATOR = flags.DEFINE_string(
+    "estimator", None, "SPEC of an Estimator, or of a function(model_dir) returning one."
+)
+_MODEL_FN = flags.DEFINE_string("model_fn", None, "SPEC of a model_fn for tf.estimator.Estimator.")
+_PARAMS = flags.DEFINE_string("params", None, "With --model_fn: params as JSON or @file.json.")
+_AS_TEXT = flags.DEFINE_boolean("as_text", False, "Write saved_model.pbtxt instead of .pb.")
+_ASSETS_EXTRA = flags.DEFINE_multi_string(
+    "assets_extra", None, "DEST=FILE: copy FILE to assets.extra/DEST in the SavedModel."
+)
+_MODE = flags.DEFINE_enum("mode", None, ["predict", "eval", "train"], "Export mode (predict).")
+_INPUTS = flags.DEFINE_string(
+    "inputs", None, "Inputs for verification: JSON {feature: [rows]} or .npz; default synthesized."
+)
+_TOLERANCE = flags.DEFINE_float(
+    "tolerance", None, "Largest allowed |SavedModel - checkpoint| per output (1e-5).", lower_bound=0
+)
+
+flags.mark_flags_as_mutual_exclusive(["estimator", "model_fn"])
+flags.mark_flags_as_mutual_exclusive(["serving_input_fn", "serving_features"])
+
 _COMMON = ("model_dir", "checkpoint", "json")
+_MODEL = ("estimator", "model_fn", "params")
+_SERVING = ("serving_input_fn", "serving_features", "serving_format")
 _COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "scan": _COMMON,
     "repair": (*_COMMON, "step", "output_dir", "dry_run", "drop_renamed"),
+    "export": (*_COMMON, "export_dir", *_SERVING, *_MODEL, "as_text", "assets_extra", "mode"),
+    "verify": (*_COMMON, "export_dir", *_MODEL, "inputs", "tolerance"),
+    "fix": (
+        *_COMMON,
+        "export_dir",
+        *_SERVING,
+        *_MODEL,
+        "as_text",
+        "assets_extra",
+        "mode",
+        "step",
+        "output_dir",
+        "dry_run",
+        "drop_renamed",
+        "inputs",
+        "tolerance",
+    ),
 }
-_REQUIRED: dict[str, tuple[str, ...]] = {"scan": ("model_dir",), "repair": ("model_dir",)}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "scan": ("model_dir",),
+    "repair": ("model_dir",),
+    "export": ("model_dir", "export_dir"),
+    "verify": ("export_dir",),
+    "fix": ("model_dir", "export_dir"),
+}
 _OUR_FLAGS = tuple(sorted({f for fs in _COMMAND_FLAGS.values() for f in fs}))
 
 
@@ -99,9 +188,21 @@ class Options:
     output_dir: str | None
     dry_run: bool
     drop_renamed: bool
+    export_dir: str | None
+    serving: ServingSpec
+    model: ModelSpec
+    as_text: bool
+    assets_extra: dict[str, str] | None
+    mode: str
+    inputs: str | None
+    tolerance: float
 
 
 def _options(command: str) -> Options:
+    if _PARAMS.value is not None and _MODEL_FN.value is None:
+        raise _usage_error("--params goes with --model_fn")
+    if _SERVING_FORMAT.value is not None and _SERVING_FEATURES.value is None:
+        raise _usage_error("--serving_format goes with --serving_features")
     return Options(
         command=command,
         model_dir=_MODEL_DIR.value,
@@ -111,7 +212,38 @@ def _options(command: str) -> Options:
         output_dir=_OUTPUT_DIR.value,
         dry_run=_DRY_RUN.value,
         drop_renamed=_DROP_RENAMED.value,
+        export_dir=_EXPORT_DIR.value,
+        serving=ServingSpec(
+            input_fn=_SERVING_INPUT_FN.value,
+            features=_SERVING_FEATURES.value,
+            format=_SERVING_FORMAT.value or "example",
+        ),
+        model=ModelSpec(
+            estimator=_ESTIMATOR.value,
+            model_fn=_MODEL_FN.value,
+            params=parse_params(_PARAMS.value),
+        ),
+        as_text=_AS_TEXT.value,
+        assets_extra=parse_assets_extra(_ASSETS_EXTRA.value),
+        mode=_MODE.value or "predict",
+        inputs=_INPUTS.value,
+        tolerance=1e-5 if _TOLERANCE.value is None else _TOLERANCE.value,
     )
+
+
+def _check_model_flags(command: str) -> None:
+    has_model = _ESTIMATOR.value is not None or _MODEL_FN.value is not None
+    has_serving = _SERVING_INPUT_FN.value is not None or _SERVING_FEATURES.value is not None
+    if command in ("export", "fix"):
+        if not has_model:
+            raise _usage_error(f"`{command}` needs --estimator or --model_fn")
+        if not has_serving:
+            raise _usage_error(f"`{command}` needs --serving_input_fn or --serving_features")
+    if command == "verify" and has_model != (_MODEL_DIR.value is not None):
+        raise _usage_error(
+            "`verify` compares with the checkpoint only given both --model_dir and "
+            "--estimator/--model_fn"
+        )
 
 
 def _usage_error(message: str) -> errors.UsageError:
@@ -133,6 +265,7 @@ def _check_flags(argv: Sequence[str]) -> str:
     for name in _REQUIRED[command]:
         if flags.FLAGS[name].value in (None, ""):
             raise _usage_error(f"`{command}` needs --{name}")
+    _check_model_flags(command)
     return command
 
 
@@ -168,7 +301,95 @@ def _run_repair(opts: Options) -> int:
     return errors.EXIT_OK
 
 
-_COMMANDS: dict[str, Callable[[Options], int]] = {"scan": _run_scan, "repair": _run_repair}
+def _run_export(opts: Options) -> int:
+    from estimator_fix import export as export_lib
+    from estimator_fix import fix as fix_lib
+
+    assert opts.model_dir is not None and opts.export_dir is not None
+    base = export_lib.check_export_base(opts.export_dir)
+    scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
+    assert scanned.target is not None
+    loaded = fix_lib.load_model(opts.model, opts.serving)
+    try:
+        result = export_lib.export(
+            loaded.estimator,
+            loaded.serving_input_fn,
+            base,
+            scanned.target,
+            mode=opts.mode,
+            as_text=opts.as_text,
+            assets_extra=opts.assets_extra,
+        )
+    finally:
+        shutil.rmtree(loaded.scratch_dir, ignore_errors=True)
+    _emit(opts, result.to_dict(), report.export_text(result))
+    return errors.EXIT_OK
+
+
+def _run_verify(opts: Options) -> int:
+    from estimator_fix import fix as fix_lib
+    from estimator_fix import verify as verify_lib
+
+    assert opts.export_dir is not None
+    saved_model = verify_lib.resolve_saved_model(opts.export_dir)
+    inputs = verify_lib.load_inputs(opts.inputs) if opts.inputs else None
+    estimator = None
+    checkpoint = None
+    scratch = None
+    if opts.model_dir is not None:
+        scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
+        checkpoint = scanned.target
+        loaded = fix_lib.load_model(opts.model, None)
+        estimator, scratch = loaded.estimator, loaded.scratch_dir
+    try:
+        result = verify_lib.verify(
+            saved_model,
+            inputs=inputs,
+            inputs_source=f"file:{opts.inputs}" if opts.inputs else "synthesized",
+            estimator=estimator,
+            checkpoint_path=checkpoint,
+            tolerance=opts.tolerance,
+        )
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    _emit(opts, result.to_dict(), report.verify_text(result))
+    return errors.EXIT_OK if result.ok else errors.EXIT_EXPORT_FAILED
+
+
+def _run_fix(opts: Options) -> int:
+    from estimator_fix import fix as fix_lib
+
+    assert opts.model_dir is not None and opts.export_dir is not None
+    result = fix_lib.fix(
+        fix_lib.FixOptions(
+            model_dir=opts.model_dir,
+            model=opts.model,
+            serving=opts.serving,
+            export_dir=opts.export_dir,
+            checkpoint=opts.checkpoint,
+            step=opts.step,
+            output_dir=opts.output_dir,
+            drop_renamed=opts.drop_renamed,
+            dry_run=opts.dry_run,
+            mode=opts.mode,
+            as_text=opts.as_text,
+            assets_extra=opts.assets_extra,
+            inputs=opts.inputs,
+            tolerance=opts.tolerance,
+        )
+    )
+    _emit(opts, result.to_dict(), report.fix_text(result))
+    return errors.EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[Options], int]] = {
+    "scan": _run_scan,
+    "repair": _run_repair,
+    "export": _run_export,
+    "verify": _run_verify,
+    "fix": _run_fix,
+}
 
 
 def _emit(opts: Options, doc: dict[str, Any], text: str) -> None:
@@ -231,6 +452,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def run() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's and Keras' deprecation notices would bury the one line that matters.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(keras|tensorflow).*")
+    warnings.filterwarnings("ignore", category=UserWarning, message=r".*is deprecated")
     # absl prints the __main__ module's docstring for --help.
     sys.modules["__main__"].__doc__ = __doc__
     app.run(main, flags_parser=_parse_flags)

@@ -116,3 +116,15 @@ class ExportError(Error):
     """Exporting or verifying the SavedModel failed."""
 
     exit_code = EXIT_EXPORT_FAILED
+
+
+class UserCodeError(ExportError):
+    """The user's own code (model_fn, serving input function, estimator factory) raised."""
+
+
+class ModelMismatchError(ExportError):
+    """The model code's variables do not match the checkpoint (pre-flight check)."""
+
+
+class ParityError(ExportError):
+    """The SavedModel's predictions differ from the checkpoint's."""

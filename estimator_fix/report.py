@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from estimator_fix.types import CheckpointReport, ScanReport, Severity, StepReport, Verdict
 
 if TYPE_CHECKING:
+    from estimator_fix.export import ExportResult
+    from estimator_fix.fix import FixResult
     from estimator_fix.plan import Plan
     from estimator_fix.repair import RepairResult
+    from estimator_fix.verify import VerifyResult
 
 _EXIT = {Verdict.HEALTHY: 0, Verdict.REPAIRABLE: 3, Verdict.UNREPAIRABLE: 4}
 
@@ -103,4 +106,78 @@ def repair_text(r: RepairResult) -> str:
     lines.extend(f"check: {c}" for c in r.checks)
     lines.extend(f"removed stale temporary: {s}" for s in r.removed_stale)
     lines.append("originals: untouched")
+    return "\n".join(lines) + "\n"
+
+
+def export_text(r: ExportResult) -> str:
+    p = r.preflight
+    return (
+        f"exported: {r.export_path}\n"
+        f"checkpoint: {r.checkpoint} (mode {r.mode})\n"
+        f"pre-flight: all {p.restored_keys} keys the export restores match the checkpoint"
+        + (" (through its object graph)" if p.object_based else "")
+        + f"\nin {r.seconds:.2f} s\n"
+    )
+
+
+def _parity_lines(verify: dict[str, Any]) -> list[str]:
+    lines = []
+    for p in verify.get("parity", ()):
+        if p.get("prediction_key") is None:
+            continue
+        if p.get("max_abs_diff") is not None:
+            how = f"max |diff| = {p['max_abs_diff']:.3g}"
+        else:
+            how = "equal" if p.get("ok") else f"{p.get('mismatched')} elements differ"
+        lines.append(
+            f"  {p['signature']}/{p['output']} vs predict()['{p['prediction_key']}']: {how}"
+        )
+    return lines
+
+
+def verify_text(r: VerifyResult) -> str:
+    d = r.to_dict()
+    lines = [
+        f"{r.export_path}: {'VERIFIED' if r.ok else 'FAILED'}",
+        f"signatures: {', '.join(r.signatures)}; inputs: {r.inputs_source} "
+        f"({r.num_examples} examples)",
+        f"global_step: exported {r.exported_step}"
+        + (f", checkpoint {r.checkpoint_step}" if r.checkpoint_step is not None else ""),
+    ]
+    parity = _parity_lines(d)
+    if parity:
+        lines.append(f"parity with Estimator.predict (tolerance {r.tolerance:g}):")
+        lines.extend(parity)
+    lines.extend(f"check: {c}" for c in r.checks)
+    return "\n".join(lines) + "\n"
+
+
+def fix_text(r: FixResult) -> str:
+    lines = [f"{r.model_dir}: was {r.verdict_before.upper()}"]
+    for p in r.problems:
+        if p["severity"] in ("repairable", "unrepairable", "warning"):
+            lines.append(f"  [{p['severity']}] {p['code']}: {p['message']}")
+    if r.export is None:
+        lines.append("plan (dry run, nothing written):")
+        lines.extend(f"  - {a}" for a in r.plan["actions"])
+        return "\n".join(lines) + "\n"
+    if r.repair is None:
+        lines.append("changed: nothing (the checkpoint needed no repair)")
+    else:
+        rep = r.repair
+        lines.append("changed:")
+        lines.extend(f"  + {f}" for f in rep["files_added"])
+        if rep["state_backup"]:
+            lines.append(f"  state file rewritten; old one kept as {rep['state_backup']}")
+        lines.append("  originals untouched" + ("; data hard-linked" if rep["linked"] else ""))
+    lines.append(f"SavedModel: {r.export_path}")
+    lines.append(f"  from checkpoint {r.export['checkpoint']}")
+    if r.verify is not None:
+        v = r.verify
+        lines.append(
+            f"verified: loads, serves ({', '.join(v['signatures'])}), global_step "
+            f"{v['exported_step']}"
+        )
+        lines.extend(_parity_lines(v))
+    lines.append(f"done in {r.seconds:.2f} s")
     return "\n".join(lines) + "\n"
