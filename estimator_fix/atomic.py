@@ -93,10 +93,14 @@ def lock(model_dir: str) -> Iterator[None]:
                 "finish and run again",
                 path=path,
             ) from e
-        os.ftruncate(fd, 0)
-        os.write(
-            fd, f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode()
-        )
+        # Who holds it, for a human: best effort. The flock is the lock; a full disk must not
+        # turn into a traceback here (the repair's own writes report it properly).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(
+                fd,
+                f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode(),
+            )
         yield
     finally:
         os.close(fd)  # closing releases the flock; the file stays (removing it would race)

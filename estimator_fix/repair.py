@@ -28,7 +28,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from estimator_fix import atomic, bundle, errors, fs, state_file
@@ -38,7 +38,8 @@ from estimator_fix.types import Format
 
 REPAIR_SCHEMA = "estimator-fix.repair/1"
 BACKUP_INFIX = ".bak-"
-_ORPHAN_RE = re.compile(re.escape(FIXED_INFIX) + r"\d+\.data-\d{5}-of-\d{5}$")
+# -fixed-N and -fixed2-N ... (_free_or_identical picks the latter when -fixed-N is taken).
+_ORPHAN_RE = re.compile(r"-fixed\d*-\d+\.data-\d{5}-of-\d{5}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,23 @@ def repair(plan: Plan) -> RepairResult:
       errors.NotRepairableError: the read-back check failed; nothing committed.
     """
     start = time.monotonic()
+    if plan.is_noop:  # healthy: write nothing (not even the lock file or a new state file)
+        return RepairResult(
+            schema=REPAIR_SCHEMA,
+            model_dir=plan.model_dir,
+            output_dir=plan.output_dir,
+            new_prefix=None,
+            step=None,
+            files_added=(),
+            linked=False,
+            state_file=state_file.state_path(plan.model_dir),
+            state_backup=None,
+            removed_stale=(),
+            adopted_existing=False,
+            checks=(),
+            actions=plan.actions,
+            seconds=round(time.monotonic() - start, 3),
+        )
     if plan.in_place:
         if not fs.has_scheme(plan.model_dir) and not os.access(plan.model_dir, os.W_OK):
             raise errors.WriteError(
@@ -131,7 +149,13 @@ def _repair_in_place(plan: Plan) -> RepairResult:
                 linked = _build_checkpoint(plan, tmp_prefix)
                 checks.extend(verify_checkpoint(plan, tmp_prefix))
                 added = _commit_checkpoint(tmp_prefix, new_prefix)
-    state_path, backup = _commit_state(plan, model_dir, new_prefix)
+    try:
+        state_path, backup = _commit_state(plan, model_dir, new_prefix)
+    except errors.Error:
+        # The state file still names the old checkpoint: take back the files just committed
+        # (index first) so a failed repair leaves the directory as it found it.
+        _remove_quietly(reversed(added))
+        raise
     added.append(state_path)
     if backup:
         added.append(backup)
@@ -181,12 +205,12 @@ def _is_identical_repair(plan: Plan, prefix: str) -> bool:
             return False
         if bundle.read_scalar(prefix, new, step) != plan.step:
             return False
+        kept = [e for e in src.entries if e.is_slice or e.name not in plan.replace_keys]
         by_key = {n.key: n.raw_value for n in new.entries}
-        return all(
-            by_key.get(e.key) == e.raw_value
-            for e in src.entries
-            if e.is_slice or e.name not in plan.replace_keys
-        )
+        # Exactly these keys: a key the plan leaves out (--drop_renamed) must not be there.
+        if set(by_key) != {e.key for e in kept} | {STEP_KEY.encode()}:
+            return False
+        return all(by_key[e.key] == e.raw_value for e in kept)
     except errors.Error:
         return False
 
@@ -206,15 +230,19 @@ def _commit_checkpoint(tmp_prefix: str, new_prefix: str) -> list[str]:
     stem = fs.basename(tmp_prefix)
     data = [n for n in fs.listdir(tmp_dir) if n.startswith(stem + ".data-")]
     final_dir = fs.dirname(new_prefix)
-    added = []
-    for i, name in enumerate(sorted(data)):
-        atomic.failpoint(f"commit-data-{i}")
-        dst = fs.join(final_dir, fs.basename(new_prefix) + name[len(stem) :])
-        atomic.replace(fs.join(tmp_dir, name), dst)
-        added.append(dst)
-    atomic.failpoint("commit-index")
-    atomic.replace(bundle.index_path(tmp_prefix), bundle.index_path(new_prefix))
-    added.append(bundle.index_path(new_prefix))
+    added: list[str] = []
+    try:
+        for i, name in enumerate(sorted(data)):
+            atomic.failpoint(f"commit-data-{i}")
+            dst = fs.join(final_dir, fs.basename(new_prefix) + name[len(stem) :])
+            atomic.replace(fs.join(tmp_dir, name), dst)
+            added.append(dst)
+        atomic.failpoint("commit-index")
+        atomic.replace(bundle.index_path(tmp_prefix), bundle.index_path(new_prefix))
+        added.append(bundle.index_path(new_prefix))
+    except errors.Error:
+        _remove_quietly(reversed(added))  # data files the state file never named
+        raise
     if not fs.has_scheme(final_dir):
         atomic.fsync_dir(final_dir)
     return added
@@ -232,19 +260,48 @@ def _commit_state(plan: Plan, model_dir: str, new_prefix: str | None) -> tuple[s
         )
     )
     backup = None
+    wrote_backup = False
     if fs.exists(path):
         old = fs.read_bytes(path)
         if old.decode("utf-8", "replace") == text:
             return path, None
-        backup = f"{path}{BACKUP_INFIX}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        backup = _backup_name(path, old)
         atomic.failpoint("state-backup")
-        atomic.write_bytes(backup, old)
+        if not fs.exists(backup):  # else it already holds these bytes
+            atomic.write_bytes(backup, old)
+            wrote_backup = True
     atomic.failpoint("state-commit")
-    atomic.write_bytes(path, text.encode())
+    try:
+        atomic.write_bytes(path, text.encode())
+    except errors.Error:
+        if wrote_backup and backup is not None:  # the old state file stays: no copy needed
+            _remove_quietly([backup])
+        raise
     if not fs.has_scheme(model_dir):
         atomic.fsync_dir(model_dir)
     atomic.failpoint("after-commit")
     return path, backup
+
+
+def _backup_name(path: str, content: bytes) -> str:
+    """``checkpoint.bak-<UTC time>``, never overwriting an older backup with other bytes.
+
+    Two repairs within one second (a re-repair with ``--checkpoint``) would otherwise replace
+    the backup of the original state file with the first repair's state file.
+    """
+    base = f"{path}{BACKUP_INFIX}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    candidate, n = base, 1
+    while fs.exists(candidate) and fs.read_bytes(candidate) != content:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def _remove_quietly(paths: Iterable[str]) -> None:
+    """Best-effort rollback of files this run created; the caller re-raises its error."""
+    for path in paths:
+        with contextlib.suppress(Exception):
+            fs.remove(path)
 
 
 # --- to another directory ---------------------------------------------------------------------
@@ -384,11 +441,26 @@ def _tf_write_errors(path: str) -> Iterator[None]:
     try:
         yield
     except tf.errors.OpError as e:
-        first = (e.message or type(e).__name__).splitlines()[0]
         raise errors.WriteError(
-            f"{path}: TensorFlow could not write the step ({first}); nothing was committed",
+            f"{path}: TensorFlow could not write the step ({_tf_reason(e)}); nothing was "
+            "committed",
             path=path,
         ) from e
+
+
+def _tf_reason(e: Any) -> str:
+    """The line of a TensorFlow error that says what went wrong.
+
+    Graph-mode errors start with "Graph execution error:" and a traceback of the graph's
+    construction; the cause (``<file>; No space left on device``) is the line before the
+    ``[[{{node ...}}]]`` marker, and a "Hint:" about OOM may follow it.
+    """
+    lines = [ln.strip() for ln in (e.message or "").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Hint:")]
+    for i, line in enumerate(lines):
+        if line.startswith("[[") and i > 0:
+            return lines[i - 1]
+    return lines[-1] if lines else type(e).__name__
 
 
 def _convert_v1(plan: Plan, tmp_prefix: str) -> tuple[list[tuple[bytes, bytes]], int]:
@@ -465,7 +537,7 @@ def verify_checkpoint(plan: Plan, prefix: str) -> list[str]:
         old_dtypes, old_shapes = old.get_variable_to_dtype_map(), old.get_variable_to_shape_map()
         step_value = new.get_tensor(STEP_KEY)
     except tf.errors.OpError as e:
-        raise fail(f"TensorFlow cannot read it: {e.message.splitlines()[0]}") from e
+        raise fail(f"TensorFlow cannot read it: {_tf_reason(e)}") from e
     kept = [k for k in old_dtypes if k not in plan.replace_keys]
     for key in kept:
         if key not in new_dtypes:
