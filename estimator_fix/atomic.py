@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Iterator
 
@@ -39,9 +41,48 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:40] or "host"
+_TEMP_RE = re.compile(
+    re.escape(TEMP_MARKER) + r"-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-[0-9a-f]+-(?P<name>.+)$"
+)
+
+
 def temp_name(final_name: str) -> str:
-    """A unique temporary sibling name for ``final_name``. Does not perform I/O."""
-    return f"{TEMP_MARKER}-{os.getpid()}-{secrets.token_hex(4)}-{final_name}"
+    """A unique temporary sibling name for ``final_name``: host and pid name its owner.
+
+    Does not perform I/O.
+    """
+    return f"{TEMP_MARKER}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}-{final_name}"
+
+
+def _owner_is_gone(host: str, pid: int) -> bool:
+    if host != _HOST:
+        return False  # another machine's run: it may still be going; never ours to remove
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_dead_temporaries(parent: str, final_name: str) -> tuple[str, ...]:
+    """Removes temporaries for ``final_name`` in ``parent`` whose owning process has died.
+
+    Used where no lock can be held (the parent of an ``--output_dir``): a temporary whose
+    owner is alive, or ran on another host, is left alone.
+    """
+    if not fs.exists(parent):
+        return ()
+    removed = []
+    for name in fs.listdir(parent):
+        m = _TEMP_RE.match(name)
+        if m and m["name"] == final_name and _owner_is_gone(m["host"], int(m["pid"])):
+            path = fs.join(parent, name)
+            remove_tree(path) if fs.isdir(path) else fs.remove(path)
+            removed.append(path)
+    return tuple(removed)
 
 
 @contextlib.contextmanager

@@ -26,20 +26,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from estimator_fix import atomic, bundle, errors, fs, state_file
 from estimator_fix.plan import FIXED_INFIX, Plan
-from estimator_fix.scan import STEP_KEY
+from estimator_fix.scan import STEP_KEY, orphan_repair_files
 from estimator_fix.types import Format
 
 REPAIR_SCHEMA = "estimator-fix.repair/1"
 BACKUP_INFIX = ".bak-"
-# -fixed-N and -fixed2-N ... (_free_or_identical picks the latter when -fixed-N is taken).
-_ORPHAN_RE = re.compile(r"-fixed\d*-\d+\.data-\d{5}-of-\d{5}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +102,11 @@ def repair(plan: Plan) -> RepairResult:
             removed = _remove_stale(plan.model_dir)
             result = _repair_in_place(plan)
     else:
-        removed = ()
+        # No lock in the source (it is not written) nor in the output (it does not exist yet):
+        # only temporaries whose process died are removed.
+        removed = atomic.remove_dead_temporaries(
+            fs.dirname(plan.output_dir), fs.basename(plan.output_dir)
+        )
         result = _repair_to_output(plan)
     return dataclasses.replace(
         result, removed_stale=removed, seconds=round(time.monotonic() - start, 3)
@@ -118,11 +119,11 @@ def repair(plan: Plan) -> RepairResult:
 def _remove_stale(model_dir: str) -> tuple[str, ...]:
     """Removes our marked temporaries and repaired data files that never got their index."""
     names = fs.listdir(model_dir)
+    orphans = set(orphan_repair_files(names))
     removed = []
     for name in names:
         path = fs.join(model_dir, name)
-        orphan = _ORPHAN_RE.search(name) and f"{name.split('.data-')[0]}.index" not in names
-        if atomic.is_temporary(name) or orphan:
+        if atomic.is_temporary(name) or name in orphans:
             if fs.isdir(path):
                 atomic.remove_tree(path)
             else:

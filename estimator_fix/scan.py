@@ -87,7 +87,9 @@ def scan(model_dir: str, *, checkpoint: str | None = None) -> ScanReport:
         )
     names = fs.listdir(model_dir)
     prefixes = _find_prefixes(model_dir, names)
-    stale = tuple(fs.join(model_dir, n) for n in names if atomic.is_temporary(n))
+    stale = tuple(fs.join(model_dir, n) for n in names if atomic.is_temporary(n)) + tuple(
+        fs.join(model_dir, n) for n in orphan_repair_files(names)
+    )
     if not prefixes:
         raise errors.NotAModelDirError(
             f"{model_dir}: no checkpoint found (no *.index file or V1 checkpoint); pass the "
@@ -151,6 +153,20 @@ def _find_prefixes(model_dir: str, names: list[str]) -> dict[str, Format]:
         if _is_v1_file(fs.join(model_dir, name)):
             found[_V1_SHARD_RE.sub("", name)] = Format.V1
     return dict(sorted(found.items(), key=lambda kv: _order_key(kv[0])))
+
+
+# model.ckpt-fixed-N and -fixed2-N (repair picks the latter when -fixed-N holds another repair).
+_REPAIRED_DATA_RE = re.compile(r"-fixed\d*-\d+\.data-\d{5}-of-\d{5}$")
+
+
+def orphan_repair_files(names: list[str]) -> list[str]:
+    """Data files of a repaired checkpoint whose index never arrived (an interrupted commit)."""
+    present = set(names)
+    return [
+        n
+        for n in names
+        if _REPAIRED_DATA_RE.search(n) and n.split(".data-")[0] + _INDEX_SUFFIX not in present
+    ]
 
 
 def _is_v1_file(path: str) -> bool:

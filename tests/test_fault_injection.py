@@ -314,11 +314,7 @@ def test_kill_with_output_dir(tmp_path: Path, failpoint: str) -> None:
     _restore_everything(latest)
     OUTCOMES.append(Outcome(failpoint, "output_dir", failpoint, "output absent", "passed"))
     leftovers = [n for n in os.listdir(parent) if atomic.is_temporary(n)]
-    if leftovers:
-        pytest.xfail(
-            f"known gap: a crashed --output_dir run leaves {leftovers} in the output's parent; "
-            "the re-run neither reports nor removes it"
-        )
+    assert leftovers == [], "the re-run removes temporaries whose process died"
 
 
 # --- the counts -------------------------------------------------------------------------------

@@ -254,11 +254,13 @@ def test_bad_input_is_one_line_error(case: str, model_copy: Callable[[str], Path
 
 def test_stale_temporaries_are_reported(model_copy: Callable[[str], Path]) -> None:
     d = model_copy("dnn_classifier")
-    (d / ".estimator-fix-tmp-1-abcd-model.ckpt-fixed-6").mkdir()
+    (d / ".estimator-fix-tmp-host-1-abcd-model.ckpt-fixed-6").mkdir()
+    (d / "model.ckpt-fixed-6.data-00000-of-00002").write_bytes(b"x")  # its index never arrived
     report = scan(str(d))
     assert report.verdict is Verdict.HEALTHY
-    assert [Path(p).name for p in report.stale_temporaries] == [
-        ".estimator-fix-tmp-1-abcd-model.ckpt-fixed-6"
+    assert sorted(Path(p).name for p in report.stale_temporaries) == [
+        ".estimator-fix-tmp-host-1-abcd-model.ckpt-fixed-6",
+        "model.ckpt-fixed-6.data-00000-of-00002",
     ]
     assert "stale_temporary" in {p.code for p in report.problems}
 
