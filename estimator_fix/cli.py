@@ -15,6 +15,11 @@ Usage:
   estimator-fix fix    --model_dir=DIR --export_dir=BASE --serving_input_fn=SPEC
                        (--estimator=SPEC | --model_fn=SPEC) [--step=N] [--output_dir=DIR2]
                        [--inputs=...] [--dry_run] [--json]
+  Many directories (scan, repair, fix): --model_dirs=GLOB or --model_dirs=@list.txt instead of
+  --model_dir, or for fix --manifest=jobs.jsonl (one JSON object per directory: model_dir,
+  estimator, serving_input_fn, export_dir, step, ...; the command line's flags are defaults);
+  [--workers=N] [--results=results.jsonl] [--resume]. export_dir and output_dir may contain
+  {name}, the model directory's basename.
   (also: python -m estimator_fix COMMAND ...; --flagfile=FILE reads flags from a file)
   SPEC is package.module:attribute or path/to/file.py:attribute. --estimator names an
   Estimator or a function taking model_dir and returning one.
@@ -61,6 +66,7 @@ Exit codes:
   6  another repair holds the directory's lock
   7  a write failed (disk full, permission); originals untouched, temporaries removed
   8  export or verification failed
+  9  a fleet run in which some directory failed (each directory's result says why)
 """
 
 from __future__ import annotations
@@ -139,19 +145,42 @@ _TOLERANCE = flags.DEFINE_float(
     "tolerance", None, "Largest allowed |SavedModel - checkpoint| per output (1e-5).", lower_bound=0
 )
 
+_MODEL_DIRS = flags.DEFINE_string(
+    "model_dirs", None, "Many directories: a glob (gs://... too) or @file listing one per line."
+)
+_MANIFEST = flags.DEFINE_string(
+    "manifest", None, "fix: a JSON-lines file, one job per directory (flags are defaults)."
+)
+_WORKERS = flags.DEFINE_integer(
+    "workers",
+    None,
+    "Parallel worker processes for many directories (default: the cores).",
+    lower_bound=1,
+)
+_RESULTS = flags.DEFINE_string(
+    "results", None, "Append one JSON line per directory here (the --resume journal)."
+)
+_RESUME = flags.DEFINE_boolean(
+    "resume", False, "With --results: skip directories whose last result says done."
+)
+
+flags.mark_flags_as_mutual_exclusive(["model_dir", "model_dirs", "manifest"])
 flags.mark_flags_as_mutual_exclusive(["estimator", "model_fn"])
 flags.mark_flags_as_mutual_exclusive(["serving_input_fn", "serving_features"])
 
 _COMMON = ("model_dir", "checkpoint", "json")
+_FLEET = ("model_dirs", "workers", "results", "resume")
 _MODEL = ("estimator", "model_fn", "params")
 _SERVING = ("serving_input_fn", "serving_features", "serving_format")
 _COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
-    "scan": _COMMON,
-    "repair": (*_COMMON, "step", "output_dir", "dry_run", "drop_renamed"),
+    "scan": (*_COMMON, *_FLEET),
+    "repair": (*_COMMON, *_FLEET, "step", "output_dir", "dry_run", "drop_renamed"),
     "export": (*_COMMON, "export_dir", *_SERVING, *_MODEL, "as_text", "assets_extra", "mode"),
     "verify": (*_COMMON, "export_dir", *_MODEL, "inputs", "tolerance"),
     "fix": (
         *_COMMON,
+        *_FLEET,
+        "manifest",
         "export_dir",
         *_SERVING,
         *_MODEL,
@@ -196,6 +225,11 @@ class Options:
     mode: str
     inputs: str | None
     tolerance: float
+    model_dirs: str | None = None
+    manifest: str | None = None
+    workers: int | None = None
+    results: str | None = None
+    resume: bool = False
 
 
 def _options(command: str) -> Options:
@@ -228,6 +262,11 @@ def _options(command: str) -> Options:
         mode=_MODE.value or "predict",
         inputs=_INPUTS.value,
         tolerance=1e-5 if _TOLERANCE.value is None else _TOLERANCE.value,
+        model_dirs=_MODEL_DIRS.value,
+        manifest=_MANIFEST.value,
+        workers=_WORKERS.value,
+        results=_RESULTS.value,
+        resume=_RESUME.value,
     )
 
 
@@ -262,10 +301,21 @@ def _check_flags(argv: Sequence[str]) -> str:
     for name in _OUR_FLAGS:
         if flags.FLAGS[name].present and name not in allowed:
             raise _usage_error(f"--{name} is not a flag of `{command}`")
+    fleet = _MODEL_DIRS.value is not None or _MANIFEST.value is not None
+    if not fleet:
+        for name in ("workers", "results", "resume"):
+            if flags.FLAGS[name].present:
+                raise _usage_error(f"--{name} goes with --model_dirs or --manifest")
+    elif _RESUME.value and not _RESULTS.value:
+        raise _usage_error("--resume needs --results, the file that says what is done")
     for name in _REQUIRED[command]:
+        if fleet and (name == "model_dir" or _MANIFEST.value is not None):
+            continue  # each directory (or manifest line) brings its own
         if flags.FLAGS[name].value in (None, ""):
-            raise _usage_error(f"`{command}` needs --{name}")
-    _check_model_flags(command)
+            needs = "--model_dir or --model_dirs" if name == "model_dir" else f"--{name}"
+            raise _usage_error(f"`{command}` needs {needs}")
+    if _MANIFEST.value is None:
+        _check_model_flags(command)
     return command
 
 
@@ -383,6 +433,46 @@ def _run_fix(opts: Options) -> int:
     return errors.EXIT_OK
 
 
+def _run_fleet(opts: Options) -> int:
+    from estimator_fix import fleet
+
+    template = fleet.Job(
+        command=opts.command,
+        model_dir="",
+        checkpoint=opts.checkpoint,
+        step=opts.step,
+        output_dir=opts.output_dir,
+        drop_renamed=opts.drop_renamed,
+        dry_run=opts.dry_run,
+        estimator=opts.model.estimator,
+        model_fn=opts.model.model_fn,
+        params=opts.model.params,
+        serving_input_fn=opts.serving.input_fn,
+        serving_features=opts.serving.features,
+        serving_format=opts.serving.format,
+        export_dir=opts.export_dir,
+        mode=opts.mode,
+        as_text=opts.as_text,
+        assets_extra=dict(opts.assets_extra) if opts.assets_extra else None,
+        inputs=opts.inputs,
+        tolerance=opts.tolerance,
+    )
+    if opts.manifest is not None:
+        jobs: list[fleet.Job | fleet.BadLine] = list(fleet.read_manifest(opts.manifest, template))
+    else:
+        assert opts.model_dirs is not None
+        jobs = list(fleet.jobs_for_dirs(fleet.expand_model_dirs(opts.model_dirs), template))
+    summary = fleet.run_fleet(
+        jobs,
+        workers=opts.workers or fleet.default_workers(),
+        results_path=opts.results,
+        resume=opts.resume,
+        progress=fleet.progress_for(sys.stderr),
+    )
+    _emit(opts, summary.to_dict(), summary.table())
+    return summary.exit_code
+
+
 _COMMANDS: dict[str, Callable[[Options], int]] = {
     "scan": _run_scan,
     "repair": _run_repair,
@@ -423,11 +513,18 @@ def main(argv: Sequence[str]) -> None:
     as_json = bool(_JSON.value)
     try:
         command = _check_flags(argv)
-        code = _COMMANDS[command](_options(command))
+        opts = _options(command)
+        fleet_mode = opts.model_dirs is not None or opts.manifest is not None
+        code = (_run_fleet if fleet_mode else _COMMANDS[command])(opts)
     except errors.Error as e:
         code = _fail(e, as_json=as_json)
     except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted; nothing was committed\n")
+        if _MODEL_DIRS.value is not None or _MANIFEST.value is not None:
+            sys.stderr.write(
+                f"{PROG}: interrupted; finished directories are in --results, rerun with --resume\n"
+            )
+        else:
+            sys.stderr.write(f"{PROG}: interrupted; nothing was committed\n")
         code = 130
     sys.exit(code)
 

@@ -4,8 +4,8 @@ A migration pipeline runs ``scan``, ``repair`` or ``fix`` over thousands of lega
 directories, unattended. This module is the library under ``--model_dirs=GLOB|@list.txt``,
 ``--manifest=jobs.jsonl``, ``--workers``, ``--results`` and ``--resume``:
 
-- ``expand_model_dirs`` and ``jobs_for_dirs`` turn a glob or a list file into ``Job``\\ s;
-  ``read_manifest`` turns a JSON-lines manifest into ``Job``\\ s and ``BadLine``\\ s;
+- ``expand_model_dirs`` and ``jobs_for_dirs`` turn a glob or a list file into jobs
+  (``Job``); ``read_manifest`` turns a JSON-lines manifest into jobs and ``BadLine``;
 - ``run_job`` does one directory's work. It is a plain top-level function over a frozen
   dataclass of plain data, returns a JSON-able dict (``RESULT_SCHEMA``, every field documented
   there) and never raises, so that a worker process, this module's pool or an Apache Beam
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -48,11 +49,11 @@ from typing import Any, TextIO
 
 from absl import logging
 
-from estimator_fix import atomic, errors, fs
+from estimator_fix import atomic, errors, fs, state_file
 
 RESULT_SCHEMA = "estimator-fix.result/1"
 # Any directory failed. To move to errors.py beside the other exit codes.
-EXIT_FLEET_FAILED = 9
+EXIT_FLEET_FAILED = errors.EXIT_FLEET_FAILED
 
 COMMANDS = ("scan", "repair", "fix")
 STATUS_DONE = "done"
@@ -62,7 +63,9 @@ WORKER_CRASH = "WorkerCrashError"
 
 _MODES = ("predict", "eval", "train")
 _SERVING_FORMATS = ("example", "raw")
-_IN_FLIGHT_PER_WORKER = 2  # jobs queued per worker: keeps workers busy, bounds crash suspects
+_IN_FLIGHT_PER_WORKER = 2  # tasks queued per worker: keeps workers busy, bounds crash suspects
+_MAX_SCAN_CHUNK = 32  # scans per task
+_STATE_BACKUP = f"{state_file.STATE_FILENAME}.bak-"  # as repair names the state file's backup
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
@@ -225,8 +228,7 @@ def jobs_for_dirs(model_dirs: Sequence[str], template: Job) -> list[Job]:
     targets = {"export_dir": template.export_dir, "output_dir": template.output_dir}
     _check_shared(targets, len(model_dirs), "directories")
     return [
-        _expand_names(dataclasses.replace(template, model_dir=fs.normalize(d)))
-        for d in model_dirs
+        _expand_names(dataclasses.replace(template, model_dir=fs.normalize(d))) for d in model_dirs
     ]
 
 
@@ -277,7 +279,9 @@ def _line_value(key: str, value: Any) -> Any:
         return value
     if key == "step":
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-            raise ValueError(f"'step' must be an integer from 0 to 2**63-1, got {json.dumps(value)}")
+            raise ValueError(
+                f"'step' must be an integer from 0 to 2**63-1, got {json.dumps(value)}"
+            )
         return value
     if key == "tolerance":
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -362,22 +366,34 @@ def read_manifest(path: str, defaults: Job) -> list[Job | BadLine]:
             doc = json.loads(stripped)
         except json.JSONDecodeError as e:
             out.append(
-                BadLine(lineno, None, f"{where}: not valid JSON (column {e.colno}: {e.msg})",
-                        defaults.command)
+                BadLine(
+                    lineno,
+                    None,
+                    f"{where}: not valid JSON (column {e.colno}: {e.msg})",
+                    defaults.command,
+                )
             )
             continue
         if not isinstance(doc, dict):
             out.append(
-                BadLine(lineno, None, f"{where}: expected a JSON object, got "
-                        f"{type(doc).__name__}", defaults.command)
+                BadLine(
+                    lineno,
+                    None,
+                    f"{where}: expected a JSON object, got {type(doc).__name__}",
+                    defaults.command,
+                )
             )
             continue
         model_dir = doc.get("model_dir")
         named = fs.normalize(model_dir) if isinstance(model_dir, str) and model_dir else None
         if named is None:
             out.append(
-                BadLine(lineno, None, f'{where}: needs "model_dir" (a non-empty string)',
-                        defaults.command)
+                BadLine(
+                    lineno,
+                    None,
+                    f'{where}: needs "model_dir" (a non-empty string)',
+                    defaults.command,
+                )
             )
             continue
         unknown = sorted(set(doc) - _MANIFEST_KEYS)
@@ -485,12 +501,14 @@ class _Listing:
     def added(self) -> list[str]:
         out = []
         for d in self._dirs:
-            new = self._names(d) - self._before[d]
-            out += [
-                fs.join(d, n)
-                for n in sorted(new)
+            new = {
+                n
+                for n in self._names(d) - self._before[d]
                 if n != atomic.LOCK_NAME and not atomic.is_temporary(n)
-            ]
+            }
+            if any(n.startswith(_STATE_BACKUP) for n in new):
+                new.add(state_file.STATE_FILENAME)  # backed up, so replaced
+            out += [fs.join(d, n) for n in sorted(new)]
         return out
 
 
@@ -598,8 +616,10 @@ def run_job(job: Job) -> dict[str, Any]:
       - ``repaired``: true iff this run committed a repair.
       - ``step``: the ``global_step`` value the repair wrote (or, for a dry run, would write);
         null when the checkpoint needs no new step.
-      - ``changed``: full paths of the files this run added or replaced (for a failed run: the
-        new files it left behind, e.g. a committed repair before a failed export).
+      - ``changed``: full paths of the files this run added or replaced in the model directory
+        (or ``output_dir``): the repaired checkpoint, the state file and its backup. For a
+        failed run: the new files it left behind (e.g. a repair committed before a failed
+        export). The SavedModel is ``export_path``.
       - ``export_path``: the verified SavedModel (``fix``), or null.
       - ``dry_run``: the job was a dry run (``--resume`` ignores these results).
       - ``error``: null, or ``{"type", "message", "path"}``: the error class name
@@ -638,6 +658,11 @@ def run_job(job: Job) -> dict[str, Any]:
     except Exception as e:  # a bug of ours or TensorFlow's: still one line, never a traceback
         out["exit_code"] = errors.EXIT_BAD_INPUT
         out["error"] = _error_doc(type(e).__name__, f"{job.model_dir}: {_one_line(e)}", None)
+    except SystemExit as e:  # user code calling sys.exit() must not end the whole fleet
+        out["exit_code"] = errors.EXIT_BAD_INPUT
+        out["error"] = _error_doc(
+            "SystemExit", f"{job.model_dir}: the user's code called sys.exit({e.code!r})", None
+        )
     if out["status"] == STATUS_FAILED and listing is not None:
         out["changed"] = listing.added()
     out["seconds"] = round(time.monotonic() - start, 3)
@@ -682,7 +707,7 @@ class FleetSummary:
     dirs_per_second: float  # results of this run per second of wall time
     workers: int
     worker_restarts: int  # process pools replaced after a worker died
-    failures: tuple[tuple[str, str], ...] = ()  # (model_dir or manifest line, message)
+    failures: tuple[str, ...] = ()  # one line each, naming the directory (or manifest line)
 
     @property
     def exit_code(self) -> int:
@@ -704,7 +729,7 @@ class FleetSummary:
     def to_dict(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
         doc["by_exit_code"] = {str(k): v for k, v in self.by_exit_code.items()}
-        doc["failures"] = [{"where": w, "message": m} for w, m in self.failures]
+        doc["failures"] = list(self.failures)
         doc["exit_code"] = self.exit_code
         return doc
 
@@ -732,7 +757,7 @@ class FleetSummary:
                 rows.append(f"  {code:<16}{self.by_exit_code[code]:>8}")
         if self.failures:
             rows.append("failed:")
-            rows += [f"  {w}: {m}" for w, m in self.failures[:max_failures]]
+            rows += [f"  {line}" for line in self.failures[:max_failures]]
             if len(self.failures) > max_failures:
                 rows.append(
                     f"  ... and {len(self.failures) - max_failures} more (see the results file)"
@@ -748,6 +773,16 @@ def where(result: Mapping[str, Any]) -> str:
     return f"manifest line {result.get('line')}"
 
 
+def failure_line(result: Mapping[str, Any]) -> str:
+    """``<model_dir>: <message>`` for a failed result, the directory named once."""
+    error = result.get("error") or {}
+    message = str(error.get("message") or result.get("status"))
+    place = where(result)
+    if message.startswith(place) or error.get("type") == "ManifestError":
+        return message  # it names the directory, or the manifest file and line, already
+    return f"{place}: {message}"
+
+
 class _Journal:
     """The results file: one JSON line per result, appended and flushed as each completes.
 
@@ -756,6 +791,7 @@ class _Journal:
 
     def __init__(self, path: str | None) -> None:
         self._file: TextIO | None = None
+        self._path = path
         if path is None:
             return
         torn = False
@@ -781,12 +817,21 @@ class _Journal:
     def write(self, result: Mapping[str, Any]) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps(result, separators=(",", ":")) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(result, separators=(",", ":")) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise errors.WriteError(
+                f"--results={self._path}: write failed ({e.strerror}); the directories done so "
+                "far are recorded, free space and run again with --resume",
+                path=self._path,
+            ) from e
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            # Every line was flushed; only a failed write (already raised) can leave a buffer.
+            with contextlib.suppress(OSError):
+                self._file.close()
 
 
 def read_results(path: str) -> list[dict[str, Any]]:
@@ -832,10 +877,12 @@ def _claims_conflict(job: Job, claims: dict[tuple[str, str], Job]) -> str | None
         other = claims.get((flag, path))
         if other is not None:
             by = f"line {other.line}" if other.line is not None else other.model_dir
-            return (
-                f"{job.model_dir}: {flag} {path} is already used by {by}; each directory needs "
-                f"its own (remove the duplicate, or put {NAME_PLACEHOLDER} in the {flag})"
+            hint = (
+                "remove the duplicate"
+                if flag == "model_dir"
+                else f"give each its own, e.g. with {NAME_PLACEHOLDER} in the {flag}"
             )
+            return f"{job.model_dir}: {flag} {path} is already used by {by}; {hint}"
     for key in wanted:
         claims[key] = job
     return None
@@ -888,11 +935,29 @@ def _describe_exit(codes: Iterable[int]) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def run_jobs(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """``run_job`` over a batch, in order (one round trip to a worker for many quick scans)."""
+    return [run_job(job) for job in jobs]
+
+
+def _chunk_size(jobs: Sequence[Job], workers: int) -> int:
+    """Jobs per task: scans take milliseconds, so they travel in batches; the rest one by one.
+
+    Does not perform I/O.
+    """
+    if any(j.command != "scan" for j in jobs):
+        return 1
+    return max(1, min(_MAX_SCAN_CHUNK, len(jobs) // (workers * 8)))
+
+
+_Futures = dict[concurrent.futures.Future[list[dict[str, Any]]], list[Job]]
+
+
 class _Runner:
     """Runs jobs on a process pool; survives workers that die.
 
-    When a worker dies, the executor fails every job in flight: those are suspects. They are
-    run again one at a time, each alone in a one-worker pool, so that the job that kills its
+    When a worker dies, the executor fails every task in flight: their jobs are suspects. They
+    are run again one at a time, each alone in a one-worker pool, so that the job that kills its
     worker again is recorded as failed (``WorkerCrashError``) and the innocent ones complete.
     """
 
@@ -902,65 +967,87 @@ class _Runner:
         self.restarts = 0
 
     def run(self, jobs: Sequence[Job]) -> None:
-        pending = collections.deque(jobs)
+        size = _chunk_size(jobs, self._workers)
+        pending = collections.deque(list(jobs[i : i + size]) for i in range(0, len(jobs), size))
         while pending:
             suspects = self._run_batch(pending)
             if suspects:
                 self._run_alone(suspects)
 
-    def _run_batch(self, pending: collections.deque[Job]) -> list[Job]:
+    def _record_all(
+        self, future: concurrent.futures.Future[list[dict[str, Any]]], chunk: list[Job]
+    ) -> None:
+        error = future.exception()
+        if error is None:
+            for result in future.result():
+                self._record(result)
+            return
+        # run_job never raises: this is a job or a result failing to cross the process boundary.
+        for job in chunk:
+            self._record(
+                _failed_result(
+                    job,
+                    fs.normalize(job.model_dir),
+                    type(error).__name__,
+                    f"{job.model_dir}: {_one_line(error)}",
+                    errors.EXIT_BAD_INPUT,
+                )
+            )
+
+    def _run_batch(self, pending: collections.deque[list[Job]]) -> list[Job]:
         """Runs ``pending`` until it is empty or the pool breaks; returns the jobs in flight."""
         pool = _new_pool(self._workers)
-        in_flight: dict[concurrent.futures.Future[dict[str, Any]], Job] = {}
+        in_flight: _Futures = {}
         limit = self._workers * _IN_FLIGHT_PER_WORKER
         broken = False
         try:
             try:
                 while (pending or in_flight) and not broken:
                     while pending and len(in_flight) < limit:
-                        job = pending.popleft()
-                        in_flight[pool.submit(run_job, job)] = job
+                        chunk = pending.popleft()
+                        in_flight[pool.submit(run_jobs, chunk)] = chunk
                     finished, _ = concurrent.futures.wait(
                         in_flight, return_when=concurrent.futures.FIRST_COMPLETED
                     )
                     for future in finished:
                         if isinstance(future.exception(), BrokenProcessPool):
                             broken = True
-                            continue
-                        self._record(self._outcome(future, in_flight.pop(future)))
+                        else:
+                            self._record_all(future, in_flight.pop(future))
             except KeyboardInterrupt:
                 self._finish_running(in_flight)
                 raise
             if not broken:
                 return []
-            # Jobs that finished before the break still have their results.
+            # Tasks that finished before the break still have their results.
             for future in [f for f in in_flight if f.done()]:
                 if not isinstance(future.exception(), BrokenProcessPool):
-                    self._record(self._outcome(future, in_flight.pop(future)))
+                    self._record_all(future, in_flight.pop(future))
+            suspects = [job for chunk in in_flight.values() for job in chunk]
             self.restarts += 1
             logging.warning(
-                "fleet: a worker process died%s; running the %d directories in flight again, "
+                "fleet: a worker process died%s; running the %d director%s in flight again, "
                 "one at a time",
                 _describe_exit(_exit_codes(pool)),
-                len(in_flight),
+                len(suspects),
+                "y" if len(suspects) == 1 else "ies",
             )
-            return list(in_flight.values())
+            return suspects
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _finish_running(
-        self, in_flight: dict[concurrent.futures.Future[dict[str, Any]], Job]
-    ) -> None:
+    def _finish_running(self, in_flight: _Futures) -> None:
         """Ctrl-C: drop what has not started, record what is running (workers ignore SIGINT)."""
-        running = {f: job for f, job in in_flight.items() if not f.cancel()}
+        running = {f: chunk for f, chunk in in_flight.items() if not f.cancel()}
         logging.warning(
-            "fleet: interrupted; waiting for the %d directories in progress to finish "
+            "fleet: interrupted; waiting for the %d task%s in progress to finish "
             "(Ctrl-C again to stop waiting; an interrupted repair is crash-safe)",
             len(running),
+            "" if len(running) == 1 else "s",
         )
         for future in concurrent.futures.as_completed(running):
             if not isinstance(future.exception(), BrokenProcessPool):
-                self._record(self._outcome(future, running[future]))
+                self._record_all(future, running[future])
 
     def _run_alone(self, suspects: Sequence[Job]) -> None:
         pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -968,45 +1055,30 @@ class _Runner:
             for job in suspects:
                 if pool is None:
                     pool = _new_pool(1)
-                future = pool.submit(run_job, job)
+                future = pool.submit(run_jobs, [job])
                 concurrent.futures.wait([future])
-                if isinstance(future.exception(), BrokenProcessPool):
-                    how = _describe_exit(_exit_codes(pool))
-                    pool.shutdown(wait=True)
-                    pool = None
-                    self.restarts += 1
-                    self._record(
-                        _failed_result(
-                            job,
-                            fs.normalize(job.model_dir),
-                            WORKER_CRASH,
-                            f"{job.model_dir}: the worker process died{how} while working on "
-                            "this directory, twice (the second time alone): a crash in native "
-                            "code, os._exit in user code, or the out-of-memory killer; run it "
-                            "alone with --workers=1 to see",
-                            errors.EXIT_BAD_INPUT,
-                        )
+                if not isinstance(future.exception(), BrokenProcessPool):
+                    self._record_all(future, [job])
+                    continue
+                how = _describe_exit(_exit_codes(pool))
+                pool.shutdown(wait=True)
+                pool = None
+                self.restarts += 1
+                self._record(
+                    _failed_result(
+                        job,
+                        fs.normalize(job.model_dir),
+                        WORKER_CRASH,
+                        f"{job.model_dir}: the worker process died{how} while working on "
+                        "this directory, twice (the second time alone): a crash in native "
+                        "code, os._exit in user code, or the out-of-memory killer; run it "
+                        "alone with --workers=1 to see",
+                        errors.EXIT_BAD_INPUT,
                     )
-                else:
-                    self._record(self._outcome(future, job))
+                )
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
-
-    @staticmethod
-    def _outcome(future: concurrent.futures.Future[dict[str, Any]], job: Job) -> dict[str, Any]:
-        error = future.exception()
-        if error is None:
-            return future.result()
-        # run_job never raises; this is the job or its result failing to cross the process
-        # boundary (pickling) or the like.
-        return _failed_result(
-            job,
-            fs.normalize(job.model_dir),
-            type(error).__name__,
-            f"{job.model_dir}: {_one_line(error)}",
-            errors.EXIT_BAD_INPUT,
-        )
 
 
 def run_fleet(
@@ -1039,7 +1111,9 @@ def run_fleet(
       The counts; ``exit_code`` gives the CLI's exit code.
 
     Raises:
-      errors.UsageError: ``workers`` < 1, or the results file cannot be read or appended to.
+      errors.UsageError: ``workers`` < 1, or the results file cannot be read or opened.
+      errors.WriteError: appending to the results file failed (the run stops: without its
+        journal a resume would redo work).
     """
     if workers < 1:
         raise errors.UsageError(f"--workers={workers}: must be at least 1")
@@ -1087,7 +1161,7 @@ def run_fleet(
     completed = 0
     verdicts: collections.Counter[str] = collections.Counter()
     codes: collections.Counter[int] = collections.Counter()
-    failures: list[tuple[str, str]] = []
+    failures: list[str] = []
 
     def record(result: dict[str, Any]) -> None:
         nonlocal completed
@@ -1097,8 +1171,7 @@ def run_fleet(
             verdicts[str(result["verdict"])] += 1
         codes[int(result["exit_code"])] += 1
         if result["status"] != STATUS_DONE:
-            error = result.get("error") or {}
-            failures.append((where(result), str(error.get("message", "failed"))))
+            failures.append(failure_line(result))
         if progress is not None:
             progress(completed, total, result)
 
@@ -1167,8 +1240,7 @@ class TerminalProgress:
     def __call__(self, done: int, total: int, result: Mapping[str, Any]) -> None:
         if result.get("status") != STATUS_DONE:
             self._rate.failed += 1
-            message = (result.get("error") or {}).get("message", "failed")
-            self._stream.write(f"\r\x1b[Kfailed: {where(result)}: {message}\n")
+            self._stream.write(f"\r\x1b[Kfailed: {failure_line(result)}\n")
         now = time.monotonic()
         if done < total and now - self._last < self._min_interval:
             return
@@ -1201,8 +1273,7 @@ class LogProgress:
     def __call__(self, done: int, total: int, result: Mapping[str, Any]) -> None:
         if result.get("status") != STATUS_DONE:
             self._rate.failed += 1
-            message = (result.get("error") or {}).get("message", "failed")
-            logging.warning("fleet: failed: %s: %s", where(result), message)
+            logging.warning("fleet: failed: %s", failure_line(result))
         pct = 100.0 * done / total if total else 100.0
         now = time.monotonic()
         if done < total and pct < self._next_pct and now - self._last < self._interval:

@@ -59,13 +59,33 @@ def test_scan_json_documents_the_step_evidence() -> None:
         pytest.param((), "name a command", id="no-command"),
         pytest.param(("frobnicate",), "unknown command", id="unknown-command"),
         pytest.param(("scan",), "needs --model_dir", id="missing-model-dir"),
-        pytest.param(("scan", "--model_dir=x", "--step=3"), "--step is not a flag of `scan`",
-                     id="flag-of-other-command"),
+        pytest.param(
+            ("scan", "--model_dir=x", "--step=3"),
+            "--step is not a flag of `scan`",
+            id="flag-of-other-command",
+        ),
         pytest.param(("scan", "--model_dir=x", "--bogus"), "bogus", id="unknown-flag"),
         pytest.param(("repair", "--model_dir=x", "--step=-1"), "step", id="negative-step"),
         pytest.param(("repair", "--model_dir=x", f"--step={2**63}"), "step", id="step-over-int64"),
         pytest.param(("repair", "--model_dir=x", "--step=abc"), "step", id="step-not-int"),
         pytest.param(("scan", "--model_dir=x", "extra"), "unexpected argument", id="stray-arg"),
+        pytest.param(
+            ("scan", "--model_dir=x", "--workers=2"), "--workers goes with", id="fleet-flag-alone"
+        ),
+        pytest.param(
+            ("scan", "--model_dirs=x*", "--resume"),
+            "--resume needs --results",
+            id="resume-without-results",
+        ),
+        pytest.param(("scan", "--model_dir=x", "--model_dirs=y*"), "model_dir", id="dir-and-dirs"),
+        pytest.param(
+            ("scan", "--manifest=m.jsonl"),
+            "--manifest is not a flag of `scan`",
+            id="manifest-on-scan",
+        ),
+        pytest.param(
+            ("scan", "--model_dirs=/nowhere-at-all/*"), "matches nothing", id="glob-matches-nothing"
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], needle: str) -> None:
@@ -81,15 +101,18 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], needle: str) -
         pytest.param(lambda d: d / "model.ckpt-6.index", "is a file", id="file"),
         pytest.param(
             lambda d: ((d / "model.ckpt-6.data-00000-of-00001").unlink(), d)[-1],
-            "data shard missing", id="missing-shard",
+            "data shard missing",
+            id="missing-shard",
         ),
         pytest.param(
             lambda d: ((d / "model.ckpt-6.index").write_bytes(b"\xff" * 100), d)[-1],
-            "model.ckpt-6.index", id="garbage-index",
+            "model.ckpt-6.index",
+            id="garbage-index",
         ),
         pytest.param(
             lambda d: ((d / "checkpoint").write_text("model_checkpoint_path: {"), d)[-1],
-            "not a valid CheckpointState", id="bad-state-file",
+            "not a valid CheckpointState",
+            id="bad-state-file",
         ),
     ],
 )
@@ -140,6 +163,29 @@ def test_console_script_is_installed() -> None:
     assert script.exists() or shutil.which("estimator-fix")
     result = subprocess.run(
         [str(script), "scan", f"--model_dir={TESTDATA / 'dnn_classifier'}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_fleet_scan_results_and_exit_code(
+    model_copy: Callable[[str], Path], tmp_path: Path
+) -> None:
+    for name in ("dnn_classifier", "missing_step", "missing_shard"):
+        model_copy(name)
+    results = tmp_path / "results.jsonl"
+    run = run_cli("scan", f"--model_dirs={tmp_path}/*/", f"--results={results}", "--workers=2")
+    assert run.returncode == 9, run.stderr  # one directory failed (a missing shard)
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    by_dir = {Path(r["model_dir"]).name: r for r in lines}
+    assert by_dir["dnn_classifier"]["exit_code"] == 0
+    assert by_dir["missing_step"]["exit_code"] == 3
+    assert by_dir["missing_shard"]["status"] == "failed"
+    assert "Traceback" not in run.stderr
+    again = run_cli(
+        "scan", f"--model_dirs={tmp_path}/*/", f"--results={results}", "--resume", "--json"
+    )
+    summary = json.loads(again.stdout)
+    assert summary["skipped"] == 2 and summary["failed"] == 1
