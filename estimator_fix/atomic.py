@@ -6,6 +6,12 @@ A crash (even SIGKILL) at any instant therefore leaves: the original files as th
 ``checkpoint`` state file either old or new (``os.replace`` is atomic), and at most some
 marked temporaries or unreferenced new files that the next run cleans up.
 
+On filesystems with a scheme (``gs://``, ``ram://``) what is atomic is less: a single file
+rename (on GCS a server-side copy then delete: the destination object appears whole or not at
+all), never a directory rename, and there is no lock (``lock`` is a no-op there). So an
+``--output_dir`` there is built file by file under ``INCOMPLETE_MARKER`` (see ``repair``), and
+nothing stops two concurrent repairs of one directory on an object store: run one at a time.
+
 ``ESTIMATOR_FIX_KILL_AT`` (tests only): the name of a failpoint at which the process sends
 itself SIGKILL, so the fault-injection test can stop a repair at every step of its commit.
 """
@@ -27,6 +33,9 @@ from estimator_fix import errors, fs
 
 TEMP_MARKER = ".estimator-fix-tmp"
 LOCK_NAME = ".estimator-fix.lock"
+# Present in an --output_dir from the first write until the state file is committed: whatever
+# such a directory holds was written by an unfinished repair (see plan.is_unfinished_output).
+INCOMPLETE_MARKER = TEMP_MARKER + "-incomplete-output"
 _KILL_ENV = "ESTIMATOR_FIX_KILL_AT"
 
 
@@ -92,7 +101,17 @@ def write_errors(path: str) -> Iterator[None]:
         yield
     except errors.Error:
         raise
-    except OSError as e:
+    except Exception as e:
+        if not isinstance(e, OSError):
+            if not _is_tf_error(e):
+                raise
+            # gfile writes (gs://, ram://) raise TensorFlow's errors, not OSError.
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise errors.WriteError(
+                f"{path}: write failed: {first}; nothing was committed and the original files "
+                "are untouched",
+                path=path,
+            ) from e
         where = e.filename or path
         reason = {
             errno.ENOSPC: "no space left on device",
@@ -109,15 +128,25 @@ def write_errors(path: str) -> Iterator[None]:
         ) from e
 
 
+def _is_tf_error(e: BaseException) -> bool:
+    """A ``tf.errors.OpError`` (checked by name: TensorFlow need not be imported)."""
+    return any(
+        c.__name__ == "OpError" and c.__module__.startswith("tensorflow") for c in type(e).__mro__
+    )
+
+
 @contextlib.contextmanager
 def lock(model_dir: str) -> Iterator[None]:
     """Holds an exclusive lock on ``model_dir`` (released by the OS if the process dies).
+
+    On a scheme path (``gs://``, ``ram://``) this is a no-op: object stores have no advisory
+    locks. The state file rename is still the commit point, but two concurrent repairs of one
+    directory there are not kept apart.
 
     Raises:
       errors.LockedError: another process holds it.
     """
     if fs.has_scheme(model_dir):
-        # Object stores have no advisory locks; the state file rename is still the commit point.
         yield
         return
     import fcntl

@@ -3,6 +3,17 @@
 Local paths use the standard library (no TensorFlow import, so a scan stays cheap); paths with
 a scheme (``gs://``, ``ram://``, ...) go through ``tf.io.gfile``, imported on first use only.
 Errors are translated into ``estimator_fix.errors`` types that name the path.
+
+``exists``, ``isdir`` and ``listdir`` are exact on every scheme. ``gs://`` is exact through
+``gfile`` itself (it tests an object by its full name and a folder as the prefix ``name/``;
+read from its source, not measured here). TensorFlow's in-memory
+``ram://`` filesystem is not: its ``exists``, ``isdir``, ``stat`` and ``listdir`` match keys by
+string prefix (with only ``d/model.ckpt-6.index`` stored, ``d/model`` "exists" and is a
+"directory", and ``listdir("d")`` also lists ``file`` for a sibling ``dfile``), and a directory
+exists there only as an explicit key (``makedirs``) or as the parent of a stored key. Its glob
+is exact (keys matched whole, ``*`` never crosses ``/``), so for ``ram://`` a directory that
+``stat`` reports is confirmed by globbing the path or its direct children, and listings are
+globs. Globbing is not used elsewhere: there gfile is exact already, and a glob costs a listing.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ import errno
 import os
 import posixpath
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from estimator_fix import errors
@@ -33,6 +44,39 @@ def _gfile() -> Any:
     return tf.io.gfile
 
 
+# Schemes whose gfile exists/isdir/stat/listdir match by string prefix (see the docstring).
+_PREFIX_MATCHING_SCHEMES = frozenset({"ram"})
+
+
+def _prefix_matching(path: str) -> bool:
+    return path.partition("://")[0] in _PREFIX_MATCHING_SCHEMES
+
+
+def _glob_escape(path: str) -> str:
+    """A glob pattern matching exactly ``path`` (fnmatch brackets). Does not perform I/O."""
+    return "".join(f"[{c}]" if c in "*?[" else "\\\\" if c == "\\" else c for c in path)
+
+
+def _scheme_kind(path: str) -> str | None:
+    """``"file"``, ``"dir"`` or None (nothing there) for a scheme path, matched exactly."""
+    import tensorflow as tf
+
+    path = path.rstrip("/") if not path.endswith("://") else path
+    try:
+        st = _gfile().stat(path)
+    except tf.errors.NotFoundError:
+        return None
+    except Exception as e:  # PermissionDeniedError and friends
+        raise _translate_tf(e, path) from e
+    if not st.is_directory:
+        return "file"  # a stat that says "file" named the key exactly, even on ram://
+    if _prefix_matching(path):
+        pattern = _glob_escape(path)
+        if not (_gfile().glob(pattern) or _gfile().glob(pattern + "/*")):
+            return None  # only a string prefix of some other key
+    return "dir"
+
+
 def join(*parts: str) -> str:
     """Joins path parts with ``/`` for every scheme. Does not perform I/O."""
     if has_scheme(parts[0]):
@@ -46,8 +90,11 @@ def basename(path: str) -> str:
 
 
 def dirname(path: str) -> str:
-    """Does not perform I/O."""
-    return posixpath.dirname(path) if has_scheme(path) else os.path.dirname(path)
+    """Does not perform I/O. The parent of ``gs://bucket`` is ``gs://``, never ``gs:``."""
+    if has_scheme(path):
+        scheme, sep, rest = path.partition("://")
+        return scheme + sep + posixpath.dirname(rest.rstrip("/"))
+    return os.path.dirname(path)
 
 
 def normalize(path: str) -> str:
@@ -62,29 +109,42 @@ def normalize(path: str) -> str:
 
 
 def exists(path: str) -> bool:
+    """A file or directory at exactly ``path`` (never a mere string prefix of one)."""
     if has_scheme(path):
-        return bool(_gfile().exists(path))
+        return _scheme_kind(path) is not None
     return os.path.exists(path)
 
 
 def isdir(path: str) -> bool:
+    """A directory at exactly ``path``."""
     if has_scheme(path):
-        return bool(_gfile().isdir(path))
+        return _scheme_kind(path) == "dir"
     return os.path.isdir(path)
 
 
 def listdir(path: str) -> list[str]:
     """Names (not paths) in a directory, sorted."""
     try:
-        if has_scheme(path):
+        if not has_scheme(path):
+            return sorted(os.listdir(path))
+        if not _prefix_matching(path):
             return sorted(n.rstrip("/") for n in _gfile().listdir(path))
-        return sorted(os.listdir(path))
+        kind = _scheme_kind(path)
+        if kind != "dir":
+            what = "no such directory" if kind is None else "not a directory"
+            raise errors.PathNotFoundError(f"{path}: {what}", path=path)
+        children = _gfile().glob(_glob_escape(path.rstrip("/")) + "/*")
+        return sorted(posixpath.basename(c.rstrip("/")) for c in children)
+    except errors.Error:
+        raise
     except PermissionError as e:
         raise errors.UnreadableError(
             f"{path}: cannot list directory ({e.strerror})", path=path
         ) from e
     except OSError as e:
         raise _translate(e, path) from e
+    except Exception as e:  # tf.errors.NotFoundError and friends
+        raise _translate_tf(e, path) from e
 
 
 def size(path: str) -> int:
@@ -179,6 +239,19 @@ def makedirs(path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
 
+@contextmanager
+def writer(path: str) -> Iterator[Any]:
+    """A binary file open for writing, for data written piece by piece; fsynced if local."""
+    if has_scheme(path):
+        with _gfile().GFile(path, "wb") as f:
+            yield f
+        return
+    with open(path, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_bytes(path: str, data: bytes, *, sync: bool = False) -> None:
     if has_scheme(path):
         with _gfile().GFile(path, "wb") as f:
@@ -207,7 +280,16 @@ def remove(path: str) -> None:
 
 def rmtree(path: str) -> None:
     if has_scheme(path):
-        _gfile().rmtree(path)
+        if not _prefix_matching(path):
+            _gfile().rmtree(path)
+            return
+        # ram://: gfile.rmtree walks the prefix-matched listing and raises NotFoundError for a
+        # sibling that merely shares the name's prefix. Walk the exact listing instead.
+        for name in listdir(path):
+            child = join(path, name)
+            rmtree(child) if isdir(child) else _gfile().remove(child)
+        with suppress(Exception):  # the directory's own key; absent if it was implicit
+            _gfile().remove(path)
     else:
         import shutil
 

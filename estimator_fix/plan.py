@@ -17,8 +17,9 @@ import dataclasses
 import os
 import re
 
-from estimator_fix import errors, fs
+from estimator_fix import atomic, errors, fs
 from estimator_fix.scan import STEP_KEY
+from estimator_fix.state_file import STATE_FILENAME
 from estimator_fix.types import (
     CheckpointReport,
     EvidenceSource,
@@ -146,8 +147,7 @@ def plan(
     assert target is not None and target.step is not None and target.format is not None
     in_place = output_dir is None
     out_dir = report.model_dir if output_dir is None else fs.normalize(output_dir)
-    if not in_place:
-        _check_output_dir(report.model_dir, out_dir)
+    unfinished = False if in_place else _check_output_dir(report.model_dir, out_dir)
     unrepairable = [p for p in report.problems if p.severity is Severity.UNREPAIRABLE]
     if unrepairable:
         raise errors.NotRepairableError(
@@ -190,6 +190,11 @@ def plan(
     replace: list[str] = []
     kept: str | None = None
     actions: list[str] = []
+    if unfinished:
+        actions.append(
+            f"remove what an interrupted repair left in {out_dir} (it has no state file, so it "
+            "is not a finished output)"
+        )
     if status is not StepStatus.OK:
         evidence = choose_step(target, step)
         new_name = new_prefix_name(target.name, evidence.value, in_place=in_place)
@@ -257,7 +262,27 @@ def _why(e: StepEvidence) -> str:
     return e.detail if e.key is None else f"{e.key} ({e.dtype})"
 
 
-def _check_output_dir(model_dir: str, out_dir: str) -> None:
+def is_unfinished_output(names: list[str]) -> bool:
+    """An output directory an interrupted repair left: no state file, and our marker or only
+    our marked temporaries. Does not perform I/O.
+
+    On object stores the marker is written before anything else and removed after the state
+    file is committed, so everything in such a directory was written by that repair and may be
+    removed. A directory with a state file is a finished output (a leftover marker in it is a
+    stale temporary) and is never emptied.
+    """
+    if STATE_FILENAME in names:
+        return False
+    return atomic.INCOMPLETE_MARKER in names or all(atomic.is_temporary(n) for n in names)
+
+
+def _check_output_dir(model_dir: str, out_dir: str) -> bool:
+    """Refuses an output directory that would mix with other files. True: it is unfinished.
+
+    Raises:
+      errors.UsageError: ``out_dir`` is the model directory, inside it, a file, or a directory
+        holding anything but an interrupted repair's leftovers.
+    """
     if fs.has_scheme(out_dir) or fs.has_scheme(model_dir):
         inside = out_dir == model_dir or out_dir.startswith(model_dir.rstrip("/") + "/")
     else:
@@ -268,7 +293,11 @@ def _check_output_dir(model_dir: str, out_dir: str) -> None:
             f"--output_dir={out_dir}: must not be the model directory or inside it; pick a "
             "directory elsewhere"
         )
-    if fs.exists(out_dir) and (not fs.isdir(out_dir) or fs.listdir(out_dir)):
-        raise errors.UsageError(
-            f"--output_dir={out_dir}: already exists and is not an empty directory; pick a new path"
-        )
+    if not fs.exists(out_dir):
+        return False
+    names = fs.listdir(out_dir) if fs.isdir(out_dir) else None
+    if names is not None and (not names or is_unfinished_output(names)):
+        return bool(names)
+    raise errors.UsageError(
+        f"--output_dir={out_dir}: already exists and is not an empty directory; pick a new path"
+    )

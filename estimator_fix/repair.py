@@ -19,6 +19,13 @@ How (see WORKSPACE.md for the reasoning and ../FACTS of MergeV2Checkpoints' trap
    backed up and the new one renamed over it. The state file is the commit point.
 
 The original files are never opened for writing, renamed or deleted.
+
+With ``--output_dir`` on a local disk the new directory is built in a temporary sibling and
+renamed into place whole. Object stores (``gs://``, ``ram://``) cannot rename a directory, so
+there the output directory is created with ``atomic.INCOMPLETE_MARKER`` in it first, the files
+are built in a marked temporary folder inside it and renamed into place one by one, the state
+file last (the commit point), and the marker is removed. A re-run finding such an unfinished
+directory (marker, no state file) removes its contents and starts again.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from estimator_fix import atomic, bundle, errors, fs, state_file
-from estimator_fix.plan import FIXED_INFIX, Plan
+from estimator_fix.plan import FIXED_INFIX, Plan, is_unfinished_output
 from estimator_fix.scan import STEP_KEY, orphan_repair_files
 from estimator_fix.types import Format
 
@@ -103,11 +110,14 @@ def repair(plan: Plan) -> RepairResult:
             result = _repair_in_place(plan)
     else:
         # No lock in the source (it is not written) nor in the output (it does not exist yet):
-        # only temporaries whose process died are removed.
+        # only temporaries whose process died are removed, and an unfinished output.
         removed = atomic.remove_dead_temporaries(
             fs.dirname(plan.output_dir), fs.basename(plan.output_dir)
-        )
-        result = _repair_to_output(plan)
+        ) + _clear_unfinished_output(plan.output_dir)
+        if fs.has_scheme(plan.output_dir):
+            result = _repair_to_output_file_by_file(plan)
+        else:
+            result = _repair_to_output(plan)
     return dataclasses.replace(
         result, removed_stale=removed, seconds=round(time.monotonic() - start, 3)
     )
@@ -226,10 +236,14 @@ def _temp_dir(parent: str, final_name: str) -> Iterator[str]:
 
 
 def _commit_checkpoint(tmp_prefix: str, new_prefix: str) -> list[str]:
-    """Renames the data files, then the index, into place. Returns the final paths."""
+    """Renames the data files, then the index, into place. Returns the final paths.
+
+    A V1 checkpoint copied unchanged (``--output_dir``) is its one file named like the prefix.
+    """
     tmp_dir = fs.dirname(tmp_prefix)
     stem = fs.basename(tmp_prefix)
-    data = [n for n in fs.listdir(tmp_dir) if n.startswith(stem + ".data-")]
+    names = fs.listdir(tmp_dir)
+    data = [n for n in names if n.startswith(stem + ".data-")]
     final_dir = fs.dirname(new_prefix)
     added: list[str] = []
     try:
@@ -239,8 +253,12 @@ def _commit_checkpoint(tmp_prefix: str, new_prefix: str) -> list[str]:
             atomic.replace(fs.join(tmp_dir, name), dst)
             added.append(dst)
         atomic.failpoint("commit-index")
-        atomic.replace(bundle.index_path(tmp_prefix), bundle.index_path(new_prefix))
-        added.append(bundle.index_path(new_prefix))
+        if stem + ".index" in names or stem not in names:
+            atomic.replace(bundle.index_path(tmp_prefix), bundle.index_path(new_prefix))
+            added.append(bundle.index_path(new_prefix))
+        else:
+            atomic.replace(tmp_prefix, new_prefix)
+            added.append(new_prefix)
     except errors.Error:
         _remove_quietly(reversed(added))  # data files the state file never named
         raise
@@ -338,6 +356,88 @@ def _repair_to_output(plan: Plan) -> RepairResult:
         files_added=added,
         linked=linked,
         state_file=state_file.state_path(out),
+        state_backup=None,
+        removed_stale=(),
+        adopted_existing=False,
+        checks=tuple(checks),
+        actions=plan.actions,
+        seconds=0.0,
+    )
+
+
+def _clear_unfinished_output(out: str) -> tuple[str, ...]:
+    """Empties an output directory an interrupted repair left (see plan.is_unfinished_output).
+
+    Raises:
+      errors.UsageError: the directory has changed since the plan and holds other files.
+    """
+    names = fs.listdir(out) if fs.isdir(out) else []
+    if not names:
+        return ()
+    if not is_unfinished_output(names):
+        raise errors.UsageError(
+            f"--output_dir={out}: already exists and is not an empty directory; pick a new path"
+        )
+    removed = []
+    for name in sorted(names, key=lambda n: n == atomic.INCOMPLETE_MARKER):  # marker last
+        path = fs.join(out, name)
+        if fs.isdir(path):
+            atomic.remove_tree(path)
+        else:
+            with atomic.write_errors(path):
+                fs.remove(path)
+        removed.append(path)
+    return tuple(removed)
+
+
+def _repair_to_output_file_by_file(plan: Plan) -> RepairResult:
+    """``--output_dir`` on an object store: no directory rename there, so file by file.
+
+    The marker goes in first; the checkpoint is built and read back in a marked temporary
+    folder inside the output directory; its files are renamed into place (data, then index);
+    the state file is written last (the commit point); then the marker is removed. A crash
+    leaves a directory with the marker and no state file, which the next run empties.
+    """
+    out = plan.output_dir
+    created = not fs.exists(out)
+    with atomic.write_errors(out):
+        fs.makedirs(out)
+    marker = fs.join(out, atomic.INCOMPLETE_MARKER)
+    atomic.write_bytes(
+        marker, f"unfinished estimator-fix repair of {plan.model_dir}; no state file yet\n".encode()
+    )
+    new_prefix = plan.new_prefix or fs.join(out, fs.basename(plan.source_prefix))
+    added: list[str] = []
+    try:
+        with _temp_dir(out, fs.basename(new_prefix)) as tmp:
+            tmp_prefix = fs.join(tmp, fs.basename(new_prefix))
+            if plan.step is None:
+                linked = _link_unchanged(plan.source_prefix, tmp_prefix)
+                checks = [f"{fs.basename(new_prefix)}: data files linked unchanged"]
+            else:
+                linked = _build_checkpoint(plan, tmp_prefix)
+                checks = verify_checkpoint(plan, tmp_prefix)
+            atomic.failpoint("output-commit")
+            added = _commit_checkpoint(tmp_prefix, new_prefix)
+        state_path, _ = _commit_state(plan, out, new_prefix)
+    except errors.Error:
+        _remove_quietly(reversed(added))
+        with contextlib.suppress(Exception):  # leave the marker if anything else is left
+            if fs.listdir(out) == [atomic.INCOMPLETE_MARKER]:
+                fs.remove(marker)
+                if created:
+                    fs.rmtree(out)
+        raise
+    _remove_quietly([marker])  # if this fails: a finished output with a stale temporary
+    return RepairResult(
+        schema=REPAIR_SCHEMA,
+        model_dir=plan.model_dir,
+        output_dir=out,
+        new_prefix=new_prefix,
+        step=plan.step,
+        files_added=tuple(fs.join(out, n) for n in fs.listdir(out)),
+        linked=linked,
+        state_file=state_path,
         state_backup=None,
         removed_stale=(),
         adopted_existing=False,
@@ -474,7 +574,7 @@ def _convert_v1(plan: Plan, tmp_prefix: str) -> tuple[list[tuple[bytes, bytes]],
     out_path = bundle.data_path(tmp_prefix, 0, 2)
     items: list[tuple[bytes, bytes]] = []
     offset = 0
-    with atomic.write_errors(out_path), open(out_path, "wb") as out:
+    with atomic.write_errors(out_path), fs.writer(out_path) as out:
         for i, name in enumerate(names):
             if name in plan.replace_keys:
                 continue
@@ -507,8 +607,6 @@ def _convert_v1(plan: Plan, tmp_prefix: str) -> tuple[list[tuple[bytes, bytes]],
             for n in fs.listdir(tmp_dir):
                 if n.startswith(f"v1-{i}."):
                     fs.remove(fs.join(tmp_dir, n))
-        out.flush()
-        os.fsync(out.fileno())
     return items, 1
 
 
@@ -532,8 +630,10 @@ def verify_checkpoint(plan: Plan, prefix: str) -> list[str]:
         )
 
     try:
-        new = tf.train.load_checkpoint(prefix)
-        old = tf.train.load_checkpoint(plan.source_prefix)
+        # Not tf.train.load_checkpoint: it first asks isdir(prefix), which on ram:// is true
+        # for any string prefix of a stored file, and then fails to find a state file there.
+        new = tf.compat.v1.train.NewCheckpointReader(prefix)
+        old = tf.compat.v1.train.NewCheckpointReader(plan.source_prefix)
         new_dtypes, new_shapes = new.get_variable_to_dtype_map(), new.get_variable_to_shape_map()
         old_dtypes, old_shapes = old.get_variable_to_dtype_map(), old.get_variable_to_shape_map()
         step_value = new.get_tensor(STEP_KEY)

@@ -109,12 +109,21 @@ def resolve(model_dir: str, raw: str) -> str:
 
 def _inside(model_dir: str, path: str) -> bool:
     if fs.has_scheme(model_dir) or fs.has_scheme(path):
-        return posixpath.normpath(path).startswith(model_dir.rstrip("/") + "/")
+        if not (fs.has_scheme(model_dir) and fs.has_scheme(path)):
+            return False
+        # Normalise only what follows "scheme://": posixpath.normpath folds its "//".
+        scheme, sep, rest = path.partition("://")
+        return (scheme + sep + posixpath.normpath(rest)).startswith(model_dir.rstrip("/") + "/")
     return os.path.normpath(path).startswith(os.path.normpath(model_dir) + os.sep)
 
 
 def prefix_exists(prefix: str) -> bool:
-    """TensorFlow's test: a V2 ``<prefix>.index`` or a V1 file named ``<prefix>``."""
+    """TensorFlow's test: a V2 ``<prefix>.index`` or a V1 file named ``<prefix>``.
+
+    TensorFlow asks ``get_matching_files`` for those two paths, which for a path without glob
+    characters (``*?[\\``) is a test of that exact path: ``fs.exists``, exact on every scheme
+    (on ``ram://`` gfile's own ``exists`` would match any longer key by prefix).
+    """
     return fs.exists(prefix + ".index") or fs.exists(prefix)
 
 
