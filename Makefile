@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "estimator-fix needs Python 3.11 (TensorFlow 2.15 has no wheels for " + sys.version.split()[0] + ")"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,beam]'
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -1081,6 +1081,44 @@ class _Runner:
                 pool.shutdown(wait=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The jobs that may run, and the results of those refused before anything ran."""
+
+    command: str  # the one command of the jobs, "mixed" or "none"
+    to_run: tuple[Job, ...]
+    rejected: tuple[dict[str, Any], ...]
+
+
+def prepare(jobs: Sequence[Job | BadLine]) -> Prepared:
+    """Refuses, before anything runs, a ``BadLine`` (``ManifestError``, exit code 2) and a job
+    that names a model, export or output directory an earlier job names (``UsageError``, exit
+    code 2): two jobs must never write one directory. Shared by ``run_fleet`` and the Beam
+    pipeline. Does not perform I/O.
+    """
+    commands = {j.command for j in jobs if isinstance(j, Job)} | {
+        j.command for j in jobs if isinstance(j, BadLine) and j.command
+    }
+    command = commands.pop() if len(commands) == 1 else ("mixed" if commands else "none")
+    rejected: list[dict[str, Any]] = []
+    to_run: list[Job] = []
+    claims: dict[tuple[str, str], Job] = {}
+    for item in jobs:
+        if isinstance(item, BadLine):
+            rejected.append(_bad_line_result(item, command))
+            continue
+        conflict = _claims_conflict(item, claims)
+        if conflict is not None:
+            rejected.append(
+                _failed_result(
+                    item, fs.normalize(item.model_dir), "UsageError", conflict, errors.EXIT_USAGE
+                )
+            )
+        else:
+            to_run.append(item)
+    return Prepared(command=command, to_run=tuple(to_run), rejected=tuple(rejected))
+
+
 def run_fleet(
     jobs: Sequence[Job | BadLine],
     *,
@@ -1118,28 +1156,14 @@ def run_fleet(
     if workers < 1:
         raise errors.UsageError(f"--workers={workers}: must be at least 1")
     start = time.monotonic()
-    commands = {j.command for j in jobs if isinstance(j, Job)} | {
-        j.command for j in jobs if isinstance(j, BadLine) and j.command
-    }
-    command = commands.pop() if len(commands) == 1 else ("mixed" if commands else "none")
+    prepared = prepare(jobs)
+    command = prepared.command
     done_before = _done_keys(results_path) if resume and results_path else set()
-
-    immediate: list[dict[str, Any]] = []
+    immediate: list[dict[str, Any]] = list(prepared.rejected)
     to_run: list[Job] = []
     skipped = 0
-    claims: dict[tuple[str, str], Job] = {}
-    for item in jobs:
-        if isinstance(item, BadLine):
-            immediate.append(_bad_line_result(item, command))
-            continue
-        conflict = _claims_conflict(item, claims)
-        if conflict is not None:
-            immediate.append(
-                _failed_result(
-                    item, fs.normalize(item.model_dir), "UsageError", conflict, errors.EXIT_USAGE
-                )
-            )
-        elif not item.dry_run and (item.command, fs.normalize(item.model_dir)) in done_before:
+    for item in prepared.to_run:
+        if not item.dry_run and (item.command, fs.normalize(item.model_dir)) in done_before:
             skipped += 1
         else:
             to_run.append(item)

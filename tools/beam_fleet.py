@@ -1,0 +1,379 @@
+r"""estimator-fix over many model directories as an Apache Beam pipeline (estimator_fix.beam).
+
+Needs the `beam` extra: pip install 'estimator-fix[beam]' (for gs:// results or Dataflow:
+pip install 'apache-beam[gcp]==2.77.0' too).
+
+Usage:
+  tools/beam_fleet.py --command=scan|repair|fix
+      (--model_dirs=GLOB|@list.txt | --manifest=jobs.jsonl) --results=PREFIX
+      [per-directory flags] [--num_shards=N] [--json] [--keep_attempts] [Beam pipeline options]
+
+  Per-directory flags (the defaults of every job; a manifest line overrides them), as for
+  `estimator-fix <command>`: --checkpoint --step --output_dir --drop_renamed --dry_run
+  --estimator --model_fn --params --serving_input_fn --serving_features --serving_format
+  --export_dir --mode --as_text --assets_extra --inputs --tolerance. export_dir and output_dir
+  may contain {name}, the model directory's basename.
+
+  Every other --flag is a Beam pipeline option and is handed to PipelineOptions unchanged:
+    locally (the default when no --runner is given: multi_processing on every core)
+      --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=4
+    The DirectRunner runs as its FnApiRunner, which honours those two options (Beam's
+    DirectRunner would first try Prism, a binary it downloads, that runs the work in this
+    process); --runner=PrismRunner asks for Prism.
+    on Dataflow (workers need estimator-fix and its dependencies: --extra_package=a wheel of
+    this project (`pip wheel --no-deps .`) plus --requirements_file, or --sdk_container_image)
+      --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp \
+      --results=gs://B/runs/run1 --model_dirs='gs://B/models/*'
+    on Flink or Spark: --runner=FlinkRunner --flink_master=HOST:PORT, --runner=SparkRunner ...
+  A flag that is neither this tool's nor a Beam option is a usage error (exit code 2). This
+  tool's --dry_run is the job's; Beam's own --dry_run option cannot be passed through.
+
+Why absl: the flags are this project's absl flags, parsed with known_only=True; what absl does
+not know is left, in order, for Beam's argparse-based PipelineOptions. The two sets of names
+do not overlap except --dry_run (ours).
+
+What it writes (PREFIX may be local or gs://; existing files of the same names are replaced):
+  PREFIX-done.jsonl      one JSON line per directory whose status is done (estimator-fix.result/1,
+                         the fields the fleet's --results journal has)
+  PREFIX-failed.jsonl    the dead-letter output: one line per directory that failed (and per bad
+                         manifest line or duplicate directory, rejected at launch)
+  PREFIX-summary.json    counts by status, verdict and exit code (estimator-fix.beam-summary/1)
+  PREFIX-attempts/<run>/ attempt records that make retried bundles replay instead of redoing
+                         repair/fix work; removed when the pipeline succeeded
+  With --num_shards=0 the runner picks the sharding: PREFIX-done-00000-of-00004.jsonl, ...
+  The summary table (or with --json the summary document) goes to stdout.
+
+Exit codes:
+  0  every directory done; for scan: every directory healthy
+  1  the pipeline itself failed (the runner's error on stderr), or its summary is unreadable
+  2  usage error (a wrong, missing or unknown flag; a glob that matches nothing)
+  3  scan: no directory failed, some are repairable
+  4  scan: no directory failed, some are unrepairable
+  9  some directory failed (see PREFIX-failed.jsonl)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging as std_logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+
+from absl import app, flags, logging
+
+from estimator_fix import errors, fleet, fs
+from estimator_fix.export import parse_assets_extra
+from estimator_fix.userspec import parse_params
+
+PROG = "beam_fleet"
+_INT64_MAX = 2**63 - 1
+
+_COMMAND = flags.DEFINE_enum("command", None, list(fleet.COMMANDS), "The work per directory.")
+_MODEL_DIRS = flags.DEFINE_string(
+    "model_dirs", None, "A glob (gs://... too) or @file listing one model directory per line."
+)
+_MANIFEST = flags.DEFINE_string(
+    "manifest", None, "A JSON-lines file, one job per directory (the flags are defaults)."
+)
+_RESULTS = flags.DEFINE_string(
+    "results", None, "Output prefix: PREFIX-done.jsonl, PREFIX-failed.jsonl, PREFIX-summary.json."
+)
+_NUM_SHARDS = flags.DEFINE_integer(
+    "num_shards", 1, "Files per results output; 0 lets the runner decide.", lower_bound=0
+)
+_JSON = flags.DEFINE_boolean("json", False, "Print the summary as JSON instead of a table.")
+_KEEP_ATTEMPTS = flags.DEFINE_boolean(
+    "keep_attempts", False, "Keep PREFIX-attempts/<run>/ after a successful run."
+)
+
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Checkpoint prefix (basename or path) to use instead of the latest."
+)
+_STEP = flags.DEFINE_integer(
+    "step", None, "The step to give global_step.", lower_bound=0, upper_bound=_INT64_MAX
+)
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Write repaired model directories here ({name}); sources untouched."
+)
+_DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Plan only; write nothing.")
+_DROP_RENAMED = flags.DEFINE_boolean(
+    "drop_renamed", False, "Leave a renamed step key out of the repair."
+)
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "fix: the export base ({name}).")
+_SERVING_INPUT_FN = flags.DEFINE_string(
+    "serving_input_fn", None, "SPEC of the serving input receiver function."
+)
+_SERVING_FEATURES = flags.DEFINE_string(
+    "serving_features", None, "A JSON features spec to build the serving input function from."
+)
+_SERVING_FORMAT = flags.DEFINE_enum(
+    "serving_format", None, ["example", "raw"], "With --serving_features: example or raw."
+)
+_ESTIMATOR = flags.DEFINE_string(
+    "estimator", None, "SPEC of an Estimator, or of a function(model_dir) returning one."
+)
+_MODEL_FN = flags.DEFINE_string("model_fn", None, "SPEC of a model_fn for tf.estimator.Estimator.")
+_PARAMS = flags.DEFINE_string("params", None, "With --model_fn: params as JSON or @file.json.")
+_AS_TEXT = flags.DEFINE_boolean("as_text", False, "Write saved_model.pbtxt instead of .pb.")
+_ASSETS_EXTRA = flags.DEFINE_multi_string(
+    "assets_extra", None, "DEST=FILE: copy FILE to assets.extra/DEST in the SavedModel."
+)
+_MODE = flags.DEFINE_enum("mode", None, ["predict", "eval", "train"], "Export mode (predict).")
+_INPUTS = flags.DEFINE_string("inputs", None, "Inputs for verification (JSON or .npz).")
+_TOLERANCE = flags.DEFINE_float(
+    "tolerance", None, "Largest allowed |SavedModel - checkpoint| per output (1e-5).", lower_bound=0
+)
+
+flags.mark_flag_as_required("command")
+flags.mark_flag_as_required("results")
+flags.mark_flags_as_mutual_exclusive(["model_dirs", "manifest"], required=True)
+flags.mark_flags_as_mutual_exclusive(["estimator", "model_fn"])
+flags.mark_flags_as_mutual_exclusive(["serving_input_fn", "serving_features"])
+
+
+_REPAIR_FLAGS = ("checkpoint", "step", "output_dir", "dry_run", "drop_renamed")
+_FIX_ONLY = (
+    "export_dir",
+    "serving_input_fn",
+    "serving_features",
+    "serving_format",
+    "estimator",
+    "model_fn",
+    "params",
+    "mode",
+    "as_text",
+    "assets_extra",
+    "inputs",
+    "tolerance",
+)
+_COMMAND_FLAGS = {  # the per-directory flags each command takes, as `estimator-fix` has them
+    "scan": ("checkpoint",),
+    "repair": _REPAIR_FLAGS,
+    "fix": (*_REPAIR_FLAGS, *_FIX_ONLY),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The flags, read once in ``main``."""
+
+    template: fleet.Job  # the per-directory defaults; model_dir empty
+    model_dirs: str | None
+    manifest: str | None
+    results: str
+    num_shards: int
+    json: bool
+    keep_attempts: bool
+    beam_args: tuple[str, ...]  # everything absl did not know, for PipelineOptions
+
+
+def _options(beam_args: Sequence[str]) -> Options:
+    command = str(_COMMAND.value)  # required
+    for name in sorted(set(_REPAIR_FLAGS + _FIX_ONLY) - set(_COMMAND_FLAGS[command])):
+        if flags.FLAGS[name].present:
+            raise errors.UsageError(f"--{name} is not a flag of `{command}`")
+    if _PARAMS.value is not None and _MODEL_FN.value is None:
+        raise errors.UsageError("--params goes with --model_fn")
+    if _SERVING_FORMAT.value is not None and _SERVING_FEATURES.value is None:
+        raise errors.UsageError("--serving_format goes with --serving_features")
+    if command == "fix" and _MANIFEST.value is None:
+        if _EXPORT_DIR.value is None:
+            raise errors.UsageError("`fix` needs --export_dir (with {name} in it)")
+        if _ESTIMATOR.value is None and _MODEL_FN.value is None:
+            raise errors.UsageError("`fix` needs --estimator or --model_fn")
+        if _SERVING_INPUT_FN.value is None and _SERVING_FEATURES.value is None:
+            raise errors.UsageError("`fix` needs --serving_input_fn or --serving_features")
+    assets = parse_assets_extra(_ASSETS_EXTRA.value)
+    template = fleet.Job(
+        command=command,
+        model_dir="",
+        checkpoint=_CHECKPOINT.value,
+        step=_STEP.value,
+        output_dir=_OUTPUT_DIR.value,
+        drop_renamed=_DROP_RENAMED.value,
+        dry_run=_DRY_RUN.value,
+        estimator=_ESTIMATOR.value,
+        model_fn=_MODEL_FN.value,
+        params=parse_params(_PARAMS.value),
+        serving_input_fn=_SERVING_INPUT_FN.value,
+        serving_features=_SERVING_FEATURES.value,
+        serving_format=_SERVING_FORMAT.value or "example",
+        export_dir=_EXPORT_DIR.value,
+        mode=_MODE.value or "predict",
+        as_text=_AS_TEXT.value,
+        assets_extra=dict(assets) if assets else None,
+        inputs=_INPUTS.value,
+        tolerance=1e-5 if _TOLERANCE.value is None else _TOLERANCE.value,
+    )
+    return Options(
+        template=template,
+        model_dirs=_MODEL_DIRS.value,
+        manifest=_MANIFEST.value,
+        results=_results_prefix(str(_RESULTS.value)),
+        num_shards=_NUM_SHARDS.value,
+        json=_JSON.value,
+        keep_attempts=_KEEP_ATTEMPTS.value,
+        beam_args=tuple(beam_args),
+    )
+
+
+def _results_prefix(prefix: str) -> str:
+    """Local prefixes made absolute: a runner's workers need not share our working directory."""
+    if not prefix or prefix.endswith("/"):
+        raise errors.UsageError(
+            f"--results={prefix!r}: needs a file name prefix, e.g. /out/run1 (writes "
+            "/out/run1-done.jsonl, /out/run1-failed.jsonl, /out/run1-summary.json)"
+        )
+    return fs.normalize(prefix)
+
+
+# --- Beam's options ---------------------------------------------------------------------------
+
+
+def _check_beam_args(args: Sequence[str]) -> None:
+    """Rejects what Beam would silently drop: stray words and options it does not know."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    for i, arg in enumerate(args):
+        takes_value = i > 0 and args[i - 1].startswith("--") and "=" not in args[i - 1]
+        if not arg.startswith("-") and not takes_value:
+            raise errors.UsageError(
+                f"unexpected argument {arg!r}; flags take the form --name=value"
+            )
+    known = set(PipelineOptions([]).get_all_options())
+    given = set(PipelineOptions(list(args)).get_all_options(retain_unknown_options=True))
+    unknown = sorted(given - known)
+    if unknown:
+        raise errors.UsageError(
+            f"unknown flag{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join('--' + u for u in unknown)}: neither this tool's nor a Beam pipeline "
+            f"option (see `{PROG} --helpfull` and Beam's pipeline options)"
+        )
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def _jobs(opts: Options) -> list[fleet.Job | fleet.BadLine]:
+    if opts.manifest is not None:
+        return list(fleet.read_manifest(opts.manifest, opts.template))
+    assert opts.model_dirs is not None
+    return list(fleet.jobs_for_dirs(fleet.expand_model_dirs(opts.model_dirs), opts.template))
+
+
+def _remove_attempts(attempts_dir: str) -> None:
+    """Best effort: the records are useless once the pipeline succeeded."""
+    try:
+        if fs.exists(attempts_dir):
+            fs.rmtree(attempts_dir)
+        parent = fs.dirname(attempts_dir)
+        if not fs.has_scheme(parent) and os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)
+    except (errors.Error, OSError) as e:
+        logging.warning("%s: could not remove %s (%s)", PROG, attempts_dir, e)
+
+
+def run(opts: Options) -> int:
+    """Builds and runs the pipeline, waits for it, prints the summary; returns the exit code.
+
+    Raises:
+      errors.UsageError: bad flags, a glob that matches nothing, an unreadable manifest.
+      errors.Error: the summary cannot be read after the run.
+      RuntimeError and the runner's own errors: the pipeline failed.
+    """
+    from apache_beam.runners.runner import PipelineState
+
+    from estimator_fix import beam as fleet_beam
+
+    _check_beam_args(opts.beam_args)
+    outputs = fleet_beam.outputs_for(opts.results, num_shards=opts.num_shards)
+    jobs = _jobs(opts)
+    pipeline = fleet_beam.new_pipeline(
+        fleet_beam.with_local_defaults(opts.beam_args, workers=fleet.default_workers())
+    )
+    attempts_dir = fleet_beam.new_attempts_dir(opts.results)
+    start = time.monotonic()
+    fleet_beam.build_pipeline(pipeline, jobs, outputs, attempts_dir=attempts_dir)
+    state = pipeline.run().wait_until_finish()
+    seconds = time.monotonic() - start
+    if state != PipelineState.DONE:
+        raise RuntimeError(f"the pipeline ended in state {state}, not DONE")
+    if not opts.keep_attempts:
+        _remove_attempts(attempts_dir)
+    summary = fleet_beam.fleet_summary(
+        fleet_beam.read_summary(outputs),
+        seconds=seconds,
+        workers=fleet_beam.workers_of(pipeline.options),
+    )
+    files = {"done": outputs.done, "failed": outputs.failed, "summary": outputs.summary_file}
+    if opts.num_shards == 1:
+        files.update(done=outputs.done_file, failed=outputs.failed_file)
+    if opts.json:
+        json.dump({**summary.to_dict(), "outputs": files}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(summary.table() + "\n")
+        sys.stdout.write("".join(f"{k}: {v}\n" for k, v in files.items()))
+    sys.stdout.flush()
+    return summary.exit_code
+
+
+def main(argv: Sequence[str]) -> None:
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError:
+        sys.stderr.write(
+            f"{PROG}: error: apache_beam is not installed; pip install 'estimator-fix[beam]'\n"
+        )
+        sys.exit(errors.EXIT_USAGE)
+    try:
+        code = run(_options(argv[1:]))
+    except errors.Error as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        code = e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"{PROG}: interrupted; no results were written. Directories already repaired stay "
+            "repaired, and a new run finds them healthy\n"
+        )
+        code = 130
+    except Exception as e:  # the runner's failure: one line, the runner logged the details
+        message = " ".join(str(e).split())[:2000] or type(e).__name__
+        sys.stderr.write(f"{PROG}: error: the pipeline failed: {type(e).__name__}: {message}\n")
+        code = errors.EXIT_BAD_INPUT
+    sys.exit(code)
+
+
+_HELP_FLAGS = frozenset({"help", "h", "?", "helpshort", "helpfull", "helpxml"})
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """Our flags (absl); the rest, in order, is Beam's. A bad flag: one line, exit code 2."""
+    try:
+        return flags.FLAGS(argv, known_only=True)
+    except SystemExit:
+        if any(a.split("=")[0].lstrip("-") in _HELP_FLAGS for a in argv[1:]):
+            sys.exit(errors.EXIT_OK)
+        raise
+    except flags.Error as e:
+        sys.stderr.write(f"{PROG}: usage error: {e} (see `{PROG} --help`)\n")
+        sys.exit(errors.EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+    # Beam without its [gcp] extra warns on import that BigQuery is unavailable (not used here);
+    # it logs every stage at INFO and relays each worker's start-up warnings.
+    std_logging.getLogger().addFilter(lambda r: not str(r.msg).startswith("apitools not found"))
+    std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)
+    std_logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+        std_logging.ERROR
+    )
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(keras|tensorflow).*")
+    app.run(main, flags_parser=_parse_flags)
