@@ -89,7 +89,7 @@ def remove_dead_temporaries(parent: str, final_name: str) -> tuple[str, ...]:
         m = _TEMP_RE.match(name)
         if m and m["name"] == final_name and _owner_is_gone(m["host"], int(m["pid"])):
             path = fs.join(parent, name)
-            remove_tree(path) if fs.isdir(path) else fs.remove(path)
+            remove_path(path)
             removed.append(path)
     return tuple(removed)
 
@@ -190,6 +190,15 @@ def remove_tree(path: str) -> None:
             fs.rmtree(path)
         return
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_path(path: str) -> None:
+    """Removes a file, or a directory tree, of ours."""
+    if fs.isdir(path):
+        remove_tree(path)
+    else:
+        with write_errors(path):
+            fs.remove(path)
 
 
 def link_or_copy(src: str, dst: str) -> bool:

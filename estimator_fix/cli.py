@@ -83,7 +83,7 @@ from typing import Any
 
 from absl import app, flags
 
-from estimator_fix import errors, report
+from estimator_fix import errors, jobflags, report
 from estimator_fix.export import parse_assets_extra
 from estimator_fix.scan import scan
 from estimator_fix.serving import ServingSpec
@@ -94,63 +94,6 @@ PROG = "estimator-fix"
 _INT64_MAX = 2**63 - 1
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The model directory to work on.")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Checkpoint prefix (basename or path) to use instead of the latest."
-)
-_JSON = flags.DEFINE_boolean("json", False, "Print one JSON document to stdout instead of text.")
-_STEP = flags.DEFINE_integer(
-    "step",
-    None,
-    "The training step to give global_step; overrides all evidence.",
-    lower_bound=0,
-    upper_bound=_INT64_MAX,
-)
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None, "Write the repaired model directory here; the source is not written."
-)
-_DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the plan and stop; write nothing.")
-_DROP_RENAMED = flags.DEFINE_boolean(
-    "drop_renamed", False, "Leave a renamed step key (e.g. my_global_step) out of the repair."
-)
-
-_EXPORT_DIR = flags.DEFINE_string(
-    "export_dir", None, "export, fix: the export base directory; verify: the SavedModel."
-)
-_SERVING_INPUT_FN = flags.DEFINE_string(
-    "serving_input_fn", None, "SPEC of the serving input receiver function."
-)
-_SERVING_FEATURES = flags.DEFINE_string(
-    "serving_features", None, "A JSON features spec to build the serving input function from."
-)
-_SERVING_FORMAT = flags.DEFINE_enum(
-    "serving_format",
-    None,
-    ["example", "raw"],
-    "With --serving_features: parse tf.Example protos (default) or feed raw tensors.",
-)
-_ESTIMATOR = flags.DEFINE_string(
-    "estimator", None, "SPEC of an Estimator, or of a function(model_dir) returning one."
-)
-_MODEL_FN = flags.DEFINE_string("model_fn", None, "SPEC of a model_fn for tf.estimator.Estimator.")
-_PARAMS = flags.DEFINE_string("params", None, "With --model_fn: params as JSON or @file.json.")
-_AS_TEXT = flags.DEFINE_boolean("as_text", False, "Write saved_model.pbtxt instead of .pb.")
-_ASSETS_EXTRA = flags.DEFINE_multi_string(
-    "assets_extra", None, "DEST=FILE: copy FILE to assets.extra/DEST in the SavedModel."
-)
-_MODE = flags.DEFINE_enum("mode", None, ["predict", "eval", "train"], "Export mode (predict).")
-_INPUTS = flags.DEFINE_string(
-    "inputs", None, "Inputs for verification: JSON {feature: [rows]} or .npz; default synthesized."
-)
-_TOLERANCE = flags.DEFINE_float(
-    "tolerance", None, "Largest allowed |SavedModel - checkpoint| per output (1e-5).", lower_bound=0
-)
-
-_MODEL_DIRS = flags.DEFINE_string(
-    "model_dirs", None, "Many directories: a glob (gs://... too) or @file listing one per line."
-)
-_MANIFEST = flags.DEFINE_string(
-    "manifest", None, "fix: a JSON-lines file, one job per directory (flags are defaults)."
-)
 _WORKERS = flags.DEFINE_integer(
     "workers",
     None,
@@ -165,8 +108,6 @@ _RESUME = flags.DEFINE_boolean(
 )
 
 flags.mark_flags_as_mutual_exclusive(["model_dir", "model_dirs", "manifest"])
-flags.mark_flags_as_mutual_exclusive(["estimator", "model_fn"])
-flags.mark_flags_as_mutual_exclusive(["serving_input_fn", "serving_features"])
 
 _COMMON = ("model_dir", "checkpoint", "json")
 _FLEET = ("model_dirs", "workers", "results", "resume")
@@ -233,37 +174,34 @@ class Options:
 
 
 def _options(command: str) -> Options:
-    if _PARAMS.value is not None and _MODEL_FN.value is None:
-        raise _usage_error("--params goes with --model_fn")
-    if _SERVING_FORMAT.value is not None and _SERVING_FEATURES.value is None:
-        raise _usage_error("--serving_format goes with --serving_features")
+    jobflags.check_pairs()
     return Options(
         command=command,
         model_dir=_MODEL_DIR.value,
-        checkpoint=_CHECKPOINT.value,
-        json=_JSON.value,
-        step=_STEP.value,
-        output_dir=_OUTPUT_DIR.value,
-        dry_run=_DRY_RUN.value,
-        drop_renamed=_DROP_RENAMED.value,
-        export_dir=_EXPORT_DIR.value,
+        checkpoint=jobflags.CHECKPOINT.value,
+        json=jobflags.JSON.value,
+        step=jobflags.STEP.value,
+        output_dir=jobflags.OUTPUT_DIR.value,
+        dry_run=jobflags.DRY_RUN.value,
+        drop_renamed=jobflags.DROP_RENAMED.value,
+        export_dir=jobflags.EXPORT_DIR.value,
         serving=ServingSpec(
-            input_fn=_SERVING_INPUT_FN.value,
-            features=_SERVING_FEATURES.value,
-            format=_SERVING_FORMAT.value or "example",
+            input_fn=jobflags.SERVING_INPUT_FN.value,
+            features=jobflags.SERVING_FEATURES.value,
+            format=jobflags.SERVING_FORMAT.value or "example",
         ),
         model=ModelSpec(
-            estimator=_ESTIMATOR.value,
-            model_fn=_MODEL_FN.value,
-            params=parse_params(_PARAMS.value),
+            estimator=jobflags.ESTIMATOR.value,
+            model_fn=jobflags.MODEL_FN.value,
+            params=parse_params(jobflags.PARAMS.value),
         ),
-        as_text=_AS_TEXT.value,
-        assets_extra=parse_assets_extra(_ASSETS_EXTRA.value),
-        mode=_MODE.value or "predict",
-        inputs=_INPUTS.value,
-        tolerance=1e-5 if _TOLERANCE.value is None else _TOLERANCE.value,
-        model_dirs=_MODEL_DIRS.value,
-        manifest=_MANIFEST.value,
+        as_text=jobflags.AS_TEXT.value,
+        assets_extra=parse_assets_extra(jobflags.ASSETS_EXTRA.value),
+        mode=jobflags.MODE.value or "predict",
+        inputs=jobflags.INPUTS.value,
+        tolerance=1e-5 if jobflags.TOLERANCE.value is None else jobflags.TOLERANCE.value,
+        model_dirs=jobflags.MODEL_DIRS.value,
+        manifest=jobflags.MANIFEST.value,
         workers=_WORKERS.value,
         results=_RESULTS.value,
         resume=_RESUME.value,
@@ -271,8 +209,10 @@ def _options(command: str) -> Options:
 
 
 def _check_model_flags(command: str) -> None:
-    has_model = _ESTIMATOR.value is not None or _MODEL_FN.value is not None
-    has_serving = _SERVING_INPUT_FN.value is not None or _SERVING_FEATURES.value is not None
+    has_model = jobflags.ESTIMATOR.value is not None or jobflags.MODEL_FN.value is not None
+    has_serving = (
+        jobflags.SERVING_INPUT_FN.value is not None or jobflags.SERVING_FEATURES.value is not None
+    )
     if command in ("export", "fix"):
         if not has_model:
             raise _usage_error(f"`{command}` needs --estimator or --model_fn")
@@ -301,7 +241,7 @@ def _check_flags(argv: Sequence[str]) -> str:
     for name in _OUR_FLAGS:
         if flags.FLAGS[name].present and name not in allowed:
             raise _usage_error(f"--{name} is not a flag of `{command}`")
-    fleet = _MODEL_DIRS.value is not None or _MANIFEST.value is not None
+    fleet = jobflags.MODEL_DIRS.value is not None or jobflags.MANIFEST.value is not None
     if not fleet:
         for name in ("workers", "results", "resume"):
             if flags.FLAGS[name].present:
@@ -309,12 +249,12 @@ def _check_flags(argv: Sequence[str]) -> str:
     elif _RESUME.value and not _RESULTS.value:
         raise _usage_error("--resume needs --results, the file that says what is done")
     for name in _REQUIRED[command]:
-        if fleet and (name == "model_dir" or _MANIFEST.value is not None):
+        if fleet and (name == "model_dir" or jobflags.MANIFEST.value is not None):
             continue  # each directory (or manifest line) brings its own
         if flags.FLAGS[name].value in (None, ""):
             needs = "--model_dir or --model_dirs" if name == "model_dir" else f"--{name}"
             raise _usage_error(f"`{command}` needs {needs}")
-    if _MANIFEST.value is None:
+    if jobflags.MANIFEST.value is None:
         _check_model_flags(command)
     return command
 
@@ -436,27 +376,7 @@ def _run_fix(opts: Options) -> int:
 def _run_fleet(opts: Options) -> int:
     from estimator_fix import fleet
 
-    template = fleet.Job(
-        command=opts.command,
-        model_dir="",
-        checkpoint=opts.checkpoint,
-        step=opts.step,
-        output_dir=opts.output_dir,
-        drop_renamed=opts.drop_renamed,
-        dry_run=opts.dry_run,
-        estimator=opts.model.estimator,
-        model_fn=opts.model.model_fn,
-        params=opts.model.params,
-        serving_input_fn=opts.serving.input_fn,
-        serving_features=opts.serving.features,
-        serving_format=opts.serving.format,
-        export_dir=opts.export_dir,
-        mode=opts.mode,
-        as_text=opts.as_text,
-        assets_extra=dict(opts.assets_extra) if opts.assets_extra else None,
-        inputs=opts.inputs,
-        tolerance=opts.tolerance,
-    )
+    template = jobflags.job_template(opts.command)
     if opts.manifest is not None:
         jobs: list[fleet.Job | fleet.BadLine] = list(fleet.read_manifest(opts.manifest, template))
     else:
@@ -510,7 +430,7 @@ def _fail(error: errors.Error, *, as_json: bool) -> int:
 
 
 def main(argv: Sequence[str]) -> None:
-    as_json = bool(_JSON.value)
+    as_json = bool(jobflags.JSON.value)
     try:
         command = _check_flags(argv)
         opts = _options(command)
@@ -519,7 +439,7 @@ def main(argv: Sequence[str]) -> None:
     except errors.Error as e:
         code = _fail(e, as_json=as_json)
     except KeyboardInterrupt:
-        if _MODEL_DIRS.value is not None or _MANIFEST.value is not None:
+        if jobflags.MODEL_DIRS.value is not None or jobflags.MANIFEST.value is not None:
             sys.stderr.write(
                 f"{PROG}: interrupted; finished directories are in --results, rerun with --resume\n"
             )

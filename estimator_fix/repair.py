@@ -134,11 +134,7 @@ def _remove_stale(model_dir: str) -> tuple[str, ...]:
     for name in names:
         path = fs.join(model_dir, name)
         if atomic.is_temporary(name) or name in orphans:
-            if fs.isdir(path):
-                atomic.remove_tree(path)
-            else:
-                with atomic.write_errors(path):
-                    fs.remove(path)
+            atomic.remove_path(path)
             removed.append(path)
     return tuple(removed)
 
@@ -381,11 +377,7 @@ def _clear_unfinished_output(out: str) -> tuple[str, ...]:
     removed = []
     for name in sorted(names, key=lambda n: n == atomic.INCOMPLETE_MARKER):  # marker last
         path = fs.join(out, name)
-        if fs.isdir(path):
-            atomic.remove_tree(path)
-        else:
-            with atomic.write_errors(path):
-                fs.remove(path)
+        atomic.remove_path(path)
         removed.append(path)
     return tuple(removed)
 

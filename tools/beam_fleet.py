@@ -65,74 +65,24 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from estimator_fix import errors, fleet, fs
-from estimator_fix.export import parse_assets_extra
-from estimator_fix.userspec import parse_params
+from estimator_fix import errors, fleet, fs, jobflags
 
 PROG = "beam_fleet"
-_INT64_MAX = 2**63 - 1
 
 _COMMAND = flags.DEFINE_enum("command", None, list(fleet.COMMANDS), "The work per directory.")
-_MODEL_DIRS = flags.DEFINE_string(
-    "model_dirs", None, "A glob (gs://... too) or @file listing one model directory per line."
-)
-_MANIFEST = flags.DEFINE_string(
-    "manifest", None, "A JSON-lines file, one job per directory (the flags are defaults)."
-)
 _RESULTS = flags.DEFINE_string(
     "results", None, "Output prefix: PREFIX-done.jsonl, PREFIX-failed.jsonl, PREFIX-summary.json."
 )
 _NUM_SHARDS = flags.DEFINE_integer(
     "num_shards", 1, "Files per results output; 0 lets the runner decide.", lower_bound=0
 )
-_JSON = flags.DEFINE_boolean("json", False, "Print the summary as JSON instead of a table.")
 _KEEP_ATTEMPTS = flags.DEFINE_boolean(
     "keep_attempts", False, "Keep PREFIX-attempts/<run>/ after a successful run."
-)
-
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Checkpoint prefix (basename or path) to use instead of the latest."
-)
-_STEP = flags.DEFINE_integer(
-    "step", None, "The step to give global_step.", lower_bound=0, upper_bound=_INT64_MAX
-)
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None, "Write repaired model directories here ({name}); sources untouched."
-)
-_DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Plan only; write nothing.")
-_DROP_RENAMED = flags.DEFINE_boolean(
-    "drop_renamed", False, "Leave a renamed step key out of the repair."
-)
-_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "fix: the export base ({name}).")
-_SERVING_INPUT_FN = flags.DEFINE_string(
-    "serving_input_fn", None, "SPEC of the serving input receiver function."
-)
-_SERVING_FEATURES = flags.DEFINE_string(
-    "serving_features", None, "A JSON features spec to build the serving input function from."
-)
-_SERVING_FORMAT = flags.DEFINE_enum(
-    "serving_format", None, ["example", "raw"], "With --serving_features: example or raw."
-)
-_ESTIMATOR = flags.DEFINE_string(
-    "estimator", None, "SPEC of an Estimator, or of a function(model_dir) returning one."
-)
-_MODEL_FN = flags.DEFINE_string("model_fn", None, "SPEC of a model_fn for tf.estimator.Estimator.")
-_PARAMS = flags.DEFINE_string("params", None, "With --model_fn: params as JSON or @file.json.")
-_AS_TEXT = flags.DEFINE_boolean("as_text", False, "Write saved_model.pbtxt instead of .pb.")
-_ASSETS_EXTRA = flags.DEFINE_multi_string(
-    "assets_extra", None, "DEST=FILE: copy FILE to assets.extra/DEST in the SavedModel."
-)
-_MODE = flags.DEFINE_enum("mode", None, ["predict", "eval", "train"], "Export mode (predict).")
-_INPUTS = flags.DEFINE_string("inputs", None, "Inputs for verification (JSON or .npz).")
-_TOLERANCE = flags.DEFINE_float(
-    "tolerance", None, "Largest allowed |SavedModel - checkpoint| per output (1e-5).", lower_bound=0
 )
 
 flags.mark_flag_as_required("command")
 flags.mark_flag_as_required("results")
 flags.mark_flags_as_mutual_exclusive(["model_dirs", "manifest"], required=True)
-flags.mark_flags_as_mutual_exclusive(["estimator", "model_fn"])
-flags.mark_flags_as_mutual_exclusive(["serving_input_fn", "serving_features"])
 
 
 _REPAIR_FLAGS = ("checkpoint", "step", "output_dir", "dry_run", "drop_renamed")
@@ -176,46 +126,21 @@ def _options(beam_args: Sequence[str]) -> Options:
     for name in sorted(set(_REPAIR_FLAGS + _FIX_ONLY) - set(_COMMAND_FLAGS[command])):
         if flags.FLAGS[name].present:
             raise errors.UsageError(f"--{name} is not a flag of `{command}`")
-    if _PARAMS.value is not None and _MODEL_FN.value is None:
-        raise errors.UsageError("--params goes with --model_fn")
-    if _SERVING_FORMAT.value is not None and _SERVING_FEATURES.value is None:
-        raise errors.UsageError("--serving_format goes with --serving_features")
-    if command == "fix" and _MANIFEST.value is None:
-        if _EXPORT_DIR.value is None:
+    if command == "fix" and jobflags.MANIFEST.value is None:
+        if jobflags.EXPORT_DIR.value is None:
             raise errors.UsageError("`fix` needs --export_dir (with {name} in it)")
-        if _ESTIMATOR.value is None and _MODEL_FN.value is None:
+        if jobflags.ESTIMATOR.value is None and jobflags.MODEL_FN.value is None:
             raise errors.UsageError("`fix` needs --estimator or --model_fn")
-        if _SERVING_INPUT_FN.value is None and _SERVING_FEATURES.value is None:
+        if jobflags.SERVING_INPUT_FN.value is None and jobflags.SERVING_FEATURES.value is None:
             raise errors.UsageError("`fix` needs --serving_input_fn or --serving_features")
-    assets = parse_assets_extra(_ASSETS_EXTRA.value)
-    template = fleet.Job(
-        command=command,
-        model_dir="",
-        checkpoint=_CHECKPOINT.value,
-        step=_STEP.value,
-        output_dir=_OUTPUT_DIR.value,
-        drop_renamed=_DROP_RENAMED.value,
-        dry_run=_DRY_RUN.value,
-        estimator=_ESTIMATOR.value,
-        model_fn=_MODEL_FN.value,
-        params=parse_params(_PARAMS.value),
-        serving_input_fn=_SERVING_INPUT_FN.value,
-        serving_features=_SERVING_FEATURES.value,
-        serving_format=_SERVING_FORMAT.value or "example",
-        export_dir=_EXPORT_DIR.value,
-        mode=_MODE.value or "predict",
-        as_text=_AS_TEXT.value,
-        assets_extra=dict(assets) if assets else None,
-        inputs=_INPUTS.value,
-        tolerance=1e-5 if _TOLERANCE.value is None else _TOLERANCE.value,
-    )
+    template = jobflags.job_template(command)
     return Options(
         template=template,
-        model_dirs=_MODEL_DIRS.value,
-        manifest=_MANIFEST.value,
+        model_dirs=jobflags.MODEL_DIRS.value,
+        manifest=jobflags.MANIFEST.value,
         results=_results_prefix(str(_RESULTS.value)),
         num_shards=_NUM_SHARDS.value,
-        json=_JSON.value,
+        json=jobflags.JSON.value,
         keep_attempts=_KEEP_ATTEMPTS.value,
         beam_args=tuple(beam_args),
     )

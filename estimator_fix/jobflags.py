@@ -1,0 +1,128 @@
+"""The per-directory flags shared by `estimator-fix` and `tools/beam_fleet.py` (absl layer).
+
+Flags are module-level holders, read once by each binary's ``main``; library code never reads
+them. ``job_template`` turns them into the ``fleet.Job`` every directory starts from.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from absl import flags
+
+from estimator_fix import errors
+from estimator_fix.export import parse_assets_extra
+from estimator_fix.userspec import parse_params
+
+if TYPE_CHECKING:
+    from estimator_fix.fleet import Job
+
+_INT64_MAX = 2**63 - 1
+
+CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Checkpoint prefix (basename or path) to use instead of the latest."
+)
+JSON = flags.DEFINE_boolean("json", False, "Print one JSON document to stdout instead of text.")
+STEP = flags.DEFINE_integer(
+    "step",
+    None,
+    "The training step to give global_step; overrides all evidence.",
+    lower_bound=0,
+    upper_bound=_INT64_MAX,
+)
+OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Write the repaired model directory here ({name} in a fleet); the source is not written.",
+)
+DRY_RUN = flags.DEFINE_boolean("dry_run", False, "Print the plan and stop; write nothing.")
+DROP_RENAMED = flags.DEFINE_boolean(
+    "drop_renamed", False, "Leave a renamed step key (e.g. my_global_step) out of the repair."
+)
+
+EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None, "export, fix: the export base directory; verify: the SavedModel."
+)
+SERVING_INPUT_FN = flags.DEFINE_string(
+    "serving_input_fn", None, "SPEC of the serving input receiver function."
+)
+SERVING_FEATURES = flags.DEFINE_string(
+    "serving_features", None, "A JSON features spec to build the serving input function from."
+)
+SERVING_FORMAT = flags.DEFINE_enum(
+    "serving_format",
+    None,
+    ["example", "raw"],
+    "With --serving_features: parse tf.Example protos (default) or feed raw tensors.",
+)
+ESTIMATOR = flags.DEFINE_string(
+    "estimator", None, "SPEC of an Estimator, or of a function(model_dir) returning one."
+)
+MODEL_FN = flags.DEFINE_string("model_fn", None, "SPEC of a model_fn for tf.estimator.Estimator.")
+PARAMS = flags.DEFINE_string("params", None, "With --model_fn: params as JSON or @file.json.")
+AS_TEXT = flags.DEFINE_boolean("as_text", False, "Write saved_model.pbtxt instead of .pb.")
+ASSETS_EXTRA = flags.DEFINE_multi_string(
+    "assets_extra", None, "DEST=FILE: copy FILE to assets.extra/DEST in the SavedModel."
+)
+MODE = flags.DEFINE_enum("mode", None, ["predict", "eval", "train"], "Export mode (predict).")
+INPUTS = flags.DEFINE_string(
+    "inputs", None, "Inputs for verification: JSON {feature: [rows]} or .npz; default synthesized."
+)
+TOLERANCE = flags.DEFINE_float(
+    "tolerance", None, "Largest allowed |SavedModel - checkpoint| per output (1e-5).", lower_bound=0
+)
+
+MODEL_DIRS = flags.DEFINE_string(
+    "model_dirs", None, "Many directories: a glob (gs://... too) or @file listing one per line."
+)
+MANIFEST = flags.DEFINE_string(
+    "manifest", None, "fix: a JSON-lines file, one job per directory (flags are defaults)."
+)
+
+flags.mark_flags_as_mutual_exclusive(["estimator", "model_fn"])
+flags.mark_flags_as_mutual_exclusive(["serving_input_fn", "serving_features"])
+
+
+def check_pairs() -> None:
+    """Flags that only make sense with another one.
+
+    Raises:
+      errors.UsageError: one of them is given without its partner.
+    """
+    if PARAMS.value is not None and MODEL_FN.value is None:
+        raise errors.UsageError("--params goes with --model_fn")
+    if SERVING_FORMAT.value is not None and SERVING_FEATURES.value is None:
+        raise errors.UsageError("--serving_format goes with --serving_features")
+
+
+def job_template(command: str) -> Job:
+    """The flags as the ``fleet.Job`` each directory (or manifest line) starts from.
+
+    Raises:
+      errors.UsageError: bad --params or --assets_extra.
+    """
+    from estimator_fix import fleet
+
+    check_pairs()
+    assets = parse_assets_extra(ASSETS_EXTRA.value)
+    return fleet.Job(
+        command=command,
+        model_dir="",
+        checkpoint=CHECKPOINT.value,
+        step=STEP.value,
+        output_dir=OUTPUT_DIR.value,
+        drop_renamed=DROP_RENAMED.value,
+        dry_run=DRY_RUN.value,
+        estimator=ESTIMATOR.value,
+        model_fn=MODEL_FN.value,
+        params=parse_params(PARAMS.value),
+        serving_input_fn=SERVING_INPUT_FN.value,
+        serving_features=SERVING_FEATURES.value,
+        serving_format=SERVING_FORMAT.value or "example",
+        export_dir=EXPORT_DIR.value,
+        mode=MODE.value or "predict",
+        as_text=AS_TEXT.value,
+        assets_extra=dict(assets) if assets else None,
+        inputs=INPUTS.value,
+        tolerance=1e-5 if TOLERANCE.value is None else TOLERANCE.value,
+    )
