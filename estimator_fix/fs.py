@@ -297,7 +297,8 @@ def rmtree(path: str) -> None:
 
 
 def copy(src: str, dst: str) -> None:
-    """Copies a file; on object stores the filesystem does it server-side where it can."""
+    """Copies a file. On object stores through ``tf.io.gfile.copy``, which for GCS in TF 2.15
+    streams the bytes through this process (there is no server-side copy in its filesystem)."""
     if has_scheme(src) or has_scheme(dst):
         _gfile().copy(src, dst, overwrite=True)
     else:

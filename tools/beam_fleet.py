@@ -15,7 +15,8 @@ Usage:
   may contain {name}, the model directory's basename.
 
   Every other --flag is a Beam pipeline option and is handed to PipelineOptions unchanged:
-    locally (the default when no --runner is given: multi_processing on every core)
+    locally (the default when no --runner is given: multi_processing on every core; a scan,
+    which never imports TensorFlow, runs in_memory, cheaper than starting worker processes)
       --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=4
     The DirectRunner runs as its FnApiRunner, which honours those two options (Beam's
     DirectRunner would first try Prism, a binary it downloads, that runs the work in this
@@ -218,7 +219,9 @@ def run(opts: Options) -> int:
     outputs = fleet_beam.outputs_for(opts.results, num_shards=opts.num_shards)
     jobs = _jobs(opts)
     pipeline = fleet_beam.new_pipeline(
-        fleet_beam.with_local_defaults(opts.beam_args, workers=fleet.default_workers())
+        fleet_beam.with_local_defaults(
+            opts.beam_args, workers=fleet.default_workers(), command=opts.template.command
+        )
     )
     attempts_dir = fleet_beam.new_attempts_dir(opts.results)
     start = time.monotonic()
