@@ -288,3 +288,35 @@ def test_export_cli_on_a_broken_checkpoint_says_repair(
     assert "global_step" in result.stderr and "repair" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+_EVAL_RECEIVER = """
+import tensorflow as tf
+from tensorflow_estimator.python.estimator.export.export import SupervisedInputReceiver
+
+def eval_receiver_fn():
+    features = {n: tf.compat.v1.placeholder(tf.float32, [None], name=n) for n in ("x0", "x1")}
+    labels = tf.compat.v1.placeholder(tf.float32, [None], name="labels")
+    return SupervisedInputReceiver(features, labels, {**features, "labels": labels})
+"""
+
+
+def test_eval_mode_export_with_assets_extra(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    user = _user_file(tmp_path, _EVAL_RECEIVER)
+    asset = tmp_path / "vocab.txt"
+    asset.write_text("a\nb\n")
+    result = export_lib.export(
+        _estimator("custom_estimator", tmp_path / "scratch"),
+        userspec.load_callable(f"{user}:eval_receiver_fn", flag="--serving_input_fn"),
+        str(tmp_path / "out"),
+        str(TESTDATA / "custom_model_fn/model.ckpt-6"),
+        mode="eval",
+        assets_extra=export_lib.parse_assets_extra([f"extra/vocab.txt={asset}"]),
+    )
+    assert result.preflight.ok and result.mode == "eval"
+    assert (Path(result.export_path) / "assets.extra/extra/vocab.txt").read_text() == "a\nb\n"
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["eval"], result.export_path)
+        assert "eval" in meta.signature_def
