@@ -102,6 +102,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import app, flags, logging
+from benchlib import BenchError, Measured, measure, tail
 
 _MODEL = flags.DEFINE_enum(
     "model",
@@ -422,29 +423,6 @@ estimator.train(large_model.dnn_classifier_large_train_input_fn, steps=steps)
 print(tf.train.latest_checkpoint(model_dir))
 '''
 
-# A tiny launcher between the benchmark and each measured child, as in bench_repair.py: Linux
-# carries a process's peak RSS across exec and a forked child starts with its parent's resident
-# pages, so the child is spawned from a ~10 MB process and reaped with os.wait4 (the rusage of
-# that one child). argv: result file, then the command. Writes
-# "<exit code> <wall seconds> <ru_maxrss KiB> <epoch at spawn> <epoch when reaped> <CPU seconds>"
-# (CPU = user + system time of the child and of the children it waited for).
-_LAUNCHER = """\
-import os, sys, time
-epoch_start = time.time()
-start = time.perf_counter()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-epoch_end = time.time()
-with open(sys.argv[1], "w") as f:
-    f.write(f"{os.waitstatus_to_exitcode(status)} {wall!r} {usage.ru_maxrss} "
-            f"{epoch_start!r} {epoch_end!r} {usage.ru_utime + usage.ru_stime!r}")
-"""
-
-
-class BenchError(Exception):
-    """A run failed, a result did not verify, or the subject is not what it should be."""
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -483,18 +461,6 @@ class Subject:
     @property
     def serving_spec(self) -> str:
         return f"{self.models_file}:{self.serving_fn}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Launched:
-    """What the launcher measured for one child."""
-
-    code: int
-    wall: float  # seconds
-    peak_rss: int  # bytes
-    epoch_start: float
-    epoch_end: float
-    cpu: float  # user + system seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -744,48 +710,14 @@ def child_env() -> dict[str, str]:
     return {**os.environ, **CHILD_ENV}
 
 
-def tail(path: str, lines: int = 15) -> str:
-    with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
-
-
-def measure(cmd: Sequence[str], *, log_stem: str) -> Launched:
-    """Runs ``cmd`` through the launcher (see ``_LAUNCHER``), cwd the repository root.
-
-    Raises:
-      BenchError: the launcher itself failed.
-    """
-    result = log_stem + ".rusage"
-    with open(log_stem + ".out", "wb") as out, open(log_stem + ".err", "wb") as err:
-        launcher = subprocess.run(
-            [sys.executable, "-c", _LAUNCHER, result, *cmd],
-            cwd=REPO,
-            stdout=out,
-            stderr=err,
-            env=child_env(),
-        )
-    if launcher.returncode != 0:
-        raise BenchError(f"the launcher failed ({launcher.returncode}):\n{tail(log_stem + '.err')}")
-    with open(result) as f:
-        code, wall, maxrss_kib, epoch_start, epoch_end, cpu = f.read().split()
-    return Launched(
-        code=int(code),
-        wall=float(wall),
-        peak_rss=int(maxrss_kib) * 1024,
-        epoch_start=float(epoch_start),
-        epoch_end=float(epoch_end),
-        cpu=float(cpu),
-    )
-
-
-def stamped_stages(doc: Mapping[str, Any], launched: Launched) -> tuple[Stage, ...]:
+def stamped_stages(doc: Mapping[str, Any], launched: Measured) -> tuple[Stage, ...]:
     """A child's own stage timings framed by interpreter start-up and exit. Does not do I/O."""
-    stages = [Stage("interpreter start-up", 0, doc["epoch_start"] - launched.epoch_start)]
+    stages = [Stage("interpreter start-up", 0, doc["epoch_start"] - launched.started)]
     stages += [
         Stage(s["stage"], int(s["depth"]), float(s["seconds"]), float(s.get("gc_seconds", 0.0)))
         for s in doc["stages"]
     ]
-    stages.append(Stage("exit (after the last line)", 0, launched.epoch_end - doc["epoch_end"]))
+    stages.append(Stage("exit (after the last line)", 0, launched.ended - doc["epoch_end"]))
     return tuple(stages)
 
 
@@ -837,9 +769,9 @@ def run_one(method: str, repeat: int, *, subject: Subject, work: str, bare_scrip
         cmd = [sys.executable, "-c", "import tensorflow, tensorflow_estimator"]
     os.sync()
     log_stem = os.path.join(work, "logs", name)
-    launched = measure(cmd, log_stem=log_stem)
-    if launched.code != 0:
-        raise BenchError(f"{name} exited {launched.code}:\n{tail(log_stem + '.err')}")
+    launched = measure(cmd, cwd=REPO, log_stem=log_stem, env=child_env())
+    if launched.exit_code != 0:
+        raise BenchError(f"{name} exited {launched.exit_code}:\n{tail(log_stem + '.err')}")
     fix_json: dict[str, float] = {}
     stages: tuple[Stage, ...] = ()
     if method == BARE:
@@ -856,9 +788,11 @@ def run_one(method: str, repeat: int, *, subject: Subject, work: str, bare_scrip
         name,
         launched.wall,
         launched.cpu,
-        launched.peak_rss / _MB,
+        launched.peak_rss_bytes / _MB,
     )
-    return Run(method, repeat, launched.wall, launched.peak_rss, launched.cpu, fix_json, stages)
+    return Run(
+        method, repeat, launched.wall, launched.peak_rss_bytes, launched.cpu, fix_json, stages
+    )
 
 
 def check_fix_output(stdout_path: str, *, what: str) -> dict[str, float]:
@@ -910,9 +844,9 @@ def profile_one(
     ]
     os.sync()
     log_stem = os.path.join(work, "logs", name)
-    launched = measure(cmd, log_stem=log_stem)
-    if launched.code != 0:
-        raise BenchError(f"{name} exited {launched.code}:\n{tail(log_stem + '.err')}")
+    launched = measure(cmd, cwd=REPO, log_stem=log_stem, env=child_env())
+    if launched.exit_code != 0:
+        raise BenchError(f"{name} exited {launched.exit_code}:\n{tail(log_stem + '.err')}")
     with open(timings) as f:
         doc = json.load(f)
     if doc["ok"] is not True or not doc["repaired"]:

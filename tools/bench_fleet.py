@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import errno
 import hashlib
 import json
@@ -89,6 +88,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from absl import app, flags, logging
+from benchlib import EXPECTED, FIRST_STEP, BenchError, Case, Writer, measure, tail
 
 _NUM_DIRS = flags.DEFINE_integer("num_dirs", 1000, "Model directories to generate.", lower_bound=3)
 _TENSORS_PER_DIR = flags.DEFINE_integer(
@@ -138,9 +138,6 @@ for _name in ("workers", "beam_workers", "scaling_tensors", "scaling_mib"):
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEAM_TOOL = os.path.join(REPO_ROOT, "tools", "beam_fleet.py")
-FOREIGN_DIR = "/home/alice/models/run7"
-FIRST_STEP = 1000
-RENAMED_KEY = "my_global_step"
 GOAL_DIRS = 1000
 GOAL_SECONDS = {"scan": 10.0, "repair": 60.0}
 GOAL_BEAM_RATIO = 3.0
@@ -150,29 +147,9 @@ BEAM = "beam"
 RUNNER_LABELS = {LOCAL: "estimator-fix", BEAM: "beam DirectRunner"}
 _MB = 10**6
 _MIB = 2**20
-_BIG_CHUNK_MIB = 256  # the probe's big checkpoints hold tensors of at most this size
+_TAIL_LINES = 8  # of a failed child's stderr, in the error message
 
 
-class BenchError(RuntimeError):
-    """The benchmark's result cannot be trusted (a run failed, a result is wrong)."""
-
-
-class Case(enum.StrEnum):
-    HEALTHY = "healthy"
-    NO_STEP = "no_step"
-    INT32_STEP = "int32_step"
-    RENAMED_STEP = "renamed_step"
-    FOREIGN = "foreign"
-
-
-# The verdict each case must get, and the problem code that must be among its problems.
-_EXPECTED: dict[Case, tuple[str, str | None]] = {
-    Case.HEALTHY: ("healthy", None),
-    Case.NO_STEP: ("repairable", "step_missing"),
-    Case.INT32_STEP: ("repairable", "step_wrong_dtype"),
-    Case.RENAMED_STEP: ("repairable", "step_renamed"),
-    Case.FOREIGN: ("repairable", "state_foreign_path"),
-}
 # The cases whose repair writes a new checkpoint `model.ckpt-fixed-N` (foreign: state file only).
 _NEW_CHECKPOINT = frozenset({Case.NO_STEP, Case.INT32_STEP, Case.RENAMED_STEP})
 _OTHER_PROBLEMS = (Case.INT32_STEP, Case.RENAMED_STEP, Case.FOREIGN)
@@ -266,86 +243,14 @@ def case_for(i: int) -> Case:
     return _OTHER_PROBLEMS[(i // 3) % len(_OTHER_PROBLEMS)]
 
 
-_TEMPLATES = (
-    ("dnn/hiddenlayer_{k}/kernel", "float32", (8, 8)),
-    ("dnn/hiddenlayer_{k}/bias", "float32", (8,)),
-    ("dnn/hiddenlayer_{k}/kernel/t_0/Adagrad", "float32", (8, 8)),
-    ("dnn/hiddenlayer_{k}/bias/t_0/Adagrad", "float32", (8,)),
-    ("linear/linear_model/feature_{k}/weights", "float32", (4, 1)),
-    ("linear/linear_model/feature_{k}/bucket_ids", "int64", (4,)),
-    ("dnn/hiddenlayer_{k}/zero_fraction_counts", "int64", (2,)),
-)
-
-
-def tensor_specs(count: int) -> list[tuple[str, str, tuple[int, ...]]]:
-    """``count`` Estimator-like (name, dtype, shape); none looks like a step. Pure."""
-    out: list[tuple[str, str, tuple[int, ...]]] = []
-    for i in range(count):
-        name, dtype, shape = _TEMPLATES[i % len(_TEMPLATES)]
-        out.append((name.format(k=i // len(_TEMPLATES)), dtype, shape))
-    return out
-
-
-def _state_text(prefix: str) -> str:
-    return f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n'
-
-
-class Writer:
-    """Writes model directories with ``tf.raw_ops.SaveV2`` in this (eager) process."""
-
-    def __init__(self, tensors: int) -> None:
-        import numpy as np
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
-
-        self._np = np
-        self._tf = tf
-        specs = tensor_specs(tensors - 1)
-        rng = np.random.default_rng(0)
-        self._names = [name for name, _, _ in specs]
-        self._base: list[Any] = [
-            rng.standard_normal(shape).astype(np.float32)
-            if dtype == "float32"
-            else rng.integers(0, 1000, shape, dtype=np.int64)
-            for _, dtype, shape in specs
-        ]
-
-    def write(self, path: str, case: Case, step: int, *, big_mib: int = 0) -> int:
-        """Writes ``model.ckpt-<step>`` and a state file into ``path``; returns the key count."""
-        np = self._np
-        os.makedirs(path)
-        prefix = os.path.join(path, f"model.ckpt-{step}")
-        keys = list(self._names)
-        values: list[Any] = [
-            b + (step % 997 if b.dtype == np.int64 else step * 1e-6) for b in self._base
-        ]
-        left, k = big_mib, 0
-        while left > 0:
-            chunk = min(left, _BIG_CHUNK_MIB)
-            keys.append(f"embedding/big_{k}")
-            values.append(np.zeros((chunk * 256, 1024), dtype=np.float32))
-            left, k = left - chunk, k + 1
-        if case is Case.RENAMED_STEP:
-            keys.append(RENAMED_KEY)
-            values.append(np.int64(step))
-        elif case is not Case.NO_STEP:
-            keys.append("global_step")
-            values.append(np.int32(step) if case is Case.INT32_STEP else np.int64(step))
-        self._tf.raw_ops.SaveV2(
-            prefix=prefix, tensor_names=keys, shape_and_slices=[""] * len(keys), tensors=values
-        )
-        named = os.path.basename(prefix)
-        if case is Case.FOREIGN:
-            named = os.path.join(FOREIGN_DIR, named)
-        with open(os.path.join(path, "checkpoint"), "w") as f:
-            f.write(_state_text(named))
-        return len(keys)
+def _offsets(step: int) -> tuple[int, float]:
+    """What a checkpoint's int64 and float32 values are shifted by. Pure."""
+    return step % 997, step * 1e-6
 
 
 def generate(root: str, *, num_dirs: int, tensors: int) -> list[ModelDir]:
     """Writes the fleet under ``root``: ``d<i>-<case>`` for i < ``num_dirs``."""
-    writer = Writer(tensors)
+    writer = Writer(tensors, offsets=_offsets)
     os.makedirs(root)
     dirs = []
     for i in range(num_dirs):
@@ -388,55 +293,11 @@ def load_average() -> str:
 
 # --- one measured run -------------------------------------------------------------------------
 
-# A tiny launcher between the benchmark and each measured child (as in tools/bench_repair.py):
-# Linux carries a process's peak RSS across exec and a forked child starts with its parent's
-# resident pages, so the child is spawned from a ~10 MB process and reaped with wait4, whose
-# ru_maxrss is that child's tree's largest process and ru_utime + ru_stime the CPU time of the
-# tree (every process reaped inside it). argv: result file, then the command.
-_LAUNCHER = """\
-import os, sys, time
-start = time.perf_counter()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-cpu = usage.ru_utime + usage.ru_stime
-with open(sys.argv[1], "w") as f:
-    f.write(f"{os.waitstatus_to_exitcode(status)} {wall!r} {usage.ru_maxrss} {cpu!r}")
-"""
-
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
-
-
-def tail(path: str, lines: int = 8) -> str:
-    with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
-
-
-def measure(cmd: Sequence[str], *, log_stem: str) -> tuple[int, float, int, float]:
-    """Runs ``cmd``; returns its exit code, wall seconds, peak RSS in bytes and CPU seconds.
-
-    Raises:
-      BenchError: the launcher itself failed.
-    """
-    result = log_stem + ".rusage"
-    with open(log_stem + ".out", "wb") as out, open(log_stem + ".err", "wb") as err:
-        launcher = subprocess.run(
-            [sys.executable, "-c", _LAUNCHER, result, *cmd],
-            cwd=REPO_ROOT,
-            env=_env(),
-            stdout=out,
-            stderr=err,
-            check=False,
-        )
-    if launcher.returncode != 0:
-        raise BenchError(f"the launcher failed ({launcher.returncode}): {tail(log_stem + '.err')}")
-    with open(result) as f:
-        code, wall, maxrss_kib, cpu = f.read().split()
-    return int(code), float(wall), int(maxrss_kib) * 1024, float(cpu)
 
 
 def command_line(config: Config, tree: str, results: str) -> list[str]:
@@ -499,13 +360,13 @@ def check_results(
         missing = sorted(expected_names - set(by_name))[:3]
         extra = sorted(set(by_name) - expected_names)[:3]
         raise BenchError(f"{len(by_name)} results for {len(dirs)} dirs; missing {missing} {extra}")
-    want = Counter(_EXPECTED[d.case][0] for d in dirs)
+    want = Counter(EXPECTED[d.case][0] for d in dirs)
     got = Counter(str(r.get("verdict")) for r in results)
     if got != want:
         raise BenchError(f"verdicts {dict(got)}, generated {dict(want)}")
     for d in dirs:
         r = by_name[d.name]
-        verdict, code = _EXPECTED[d.case]
+        verdict, code = EXPECTED[d.case]
         problems = list(r.get("problems") or [])
         if r.get("status") != "done" or r.get("verdict") != verdict:
             raise BenchError(f"{d.name}: {r.get('status')}, verdict {r.get('verdict')}: {r}")
@@ -567,10 +428,14 @@ def run_one(
     os.sync()
     stem = os.path.join(work, "logs", tag)
     results = stem + (".results.jsonl" if config.runner == LOCAL else "")
-    code, wall, rss, cpu = measure(command_line(config, tree, results), log_stem=stem)
+    measured = measure(
+        command_line(config, tree, results), cwd=REPO_ROOT, log_stem=stem, env=_env()
+    )
+    code, wall, rss, cpu = measured.exit_code, measured.wall, measured.peak_rss_bytes, measured.cpu
     if code != EXIT_CODE[config.command]:
         raise BenchError(
-            f"{tag}: exited {code}, expected {EXIT_CODE[config.command]}:\n{tail(stem + '.err')}"
+            f"{tag}: exited {code}, expected {EXIT_CODE[config.command]}:\n"
+            f"{tail(stem + '.err', _TAIL_LINES)}"
         )
     with open(stem + ".out") as f:
         summary = json.load(f)
@@ -861,7 +726,7 @@ def scaling(opts: Options, work: str) -> dict[str, Any]:
     items = []
 
     def add(label: str, tensors: int, big_mib: int) -> ProbeItem:
-        writer = Writer(tensors + 1)  # + the step key, which a no_step directory lacks
+        writer = Writer(tensors + 1, offsets=_offsets)  # + the step key, no_step lacks it
         path = os.path.join(root, label.replace(" ", "_"))
         keys = writer.write(path, Case.NO_STEP, 4242, big_mib=big_mib)
         size = sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
@@ -890,9 +755,12 @@ def scaling(opts: Options, work: str) -> dict[str, Any]:
     os.sync()
     stem = os.path.join(work, "logs", "scaling")
     tools = os.path.join(REPO_ROOT, "tools")
-    code, wall, rss, _ = measure([sys.executable, "-c", _PROBE_SNIPPET, tools, spec], log_stem=stem)
-    if code != 0:
-        raise BenchError(f"the scaling probe exited {code}:\n{tail(stem + '.err')}")
+    cmd = [sys.executable, "-c", _PROBE_SNIPPET, tools, spec]
+    measured = measure(cmd, cwd=REPO_ROOT, log_stem=stem, env=_env())
+    if measured.exit_code != 0:
+        raise BenchError(
+            f"the scaling probe exited {measured.exit_code}:\n{tail(stem + '.err', _TAIL_LINES)}"
+        )
     with open(stem + ".out") as f:
         doc: dict[str, Any] = json.load(f)
     shutil.rmtree(root)
@@ -916,8 +784,8 @@ def scaling(opts: Options, work: str) -> dict[str, Any]:
         **doc,
         "fits": fits,
         "generation_seconds": generation,
-        "probe_wall": wall,
-        "probe_peak_rss": rss,
+        "probe_wall": measured.wall,
+        "probe_peak_rss": measured.peak_rss_bytes,
     }
 
 

@@ -63,6 +63,7 @@ import time
 from collections.abc import Sequence
 
 from absl import app, flags, logging
+from benchlib import BenchError, measure, tail
 
 _BIG_TENSORS = flags.DEFINE_integer(
     "big_tensors", 30, "Number of big float32 tensors in the checkpoint.", lower_bound=0
@@ -128,10 +129,6 @@ def main(model_dir: str, step: int) -> None:
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
 '''
-
-
-class BenchError(Exception):
-    """A run failed, a result did not verify, or the machine cannot hold the benchmark."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,45 +291,6 @@ def fingerprint(model_dir: str) -> dict[str, tuple[int, int, int, str]]:
 # --- running ------------------------------------------------------------------------------------
 
 
-# A tiny launcher between the benchmark and each measured child. Linux carries a process's
-# peak RSS across exec and a forked child starts with its parent's resident pages, so
-# ``ru_maxrss`` of a child forked straight from this process (which imported TensorFlow and held
-# the generated checkpoint) would be at least this process's RSS. The launcher is ~10 MB.
-# argv: result file, then the command. Writes "<exit code> <wall seconds> <ru_maxrss KiB>".
-_LAUNCHER = """\
-import os, sys, time
-start = time.perf_counter()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-with open(sys.argv[1], "w") as f:
-    f.write(f"{os.waitstatus_to_exitcode(status)} {wall!r} {usage.ru_maxrss}")
-"""
-
-
-def measure(cmd: Sequence[str], *, cwd: str, log_stem: str) -> tuple[int, float, int]:
-    """Runs ``cmd`` as a child; returns its exit code, wall seconds and peak RSS in bytes.
-
-    The child is spawned by a small launcher process that reaps it with ``os.wait4``: that
-    gives the rusage of that one child (and of any children it waited for), so runs do not see
-    each other's peaks as a ``RUSAGE_CHILDREN`` delta would, nor this process's RSS (see
-    ``_LAUNCHER``). The wall time is taken in the launcher, around spawn and wait.
-
-    Raises:
-      BenchError: the launcher itself failed.
-    """
-    result = log_stem + ".rusage"
-    with open(log_stem + ".out", "wb") as out, open(log_stem + ".err", "wb") as err:
-        launcher = subprocess.run(
-            [sys.executable, "-c", _LAUNCHER, result, *cmd], cwd=cwd, stdout=out, stderr=err
-        )
-    if launcher.returncode != 0:
-        raise BenchError(f"the launcher failed ({launcher.returncode}):\n{tail(log_stem + '.err')}")
-    with open(result) as f:
-        code, wall, maxrss_kib = f.read().split()
-    return int(code), float(wall), int(maxrss_kib) * 1024
-
-
 def command(method: str, copy: str, naive_script: str) -> list[str]:
     """The child's command line for ``method`` on ``copy``. Does not perform I/O."""
     if method == NAIVE:
@@ -340,11 +298,6 @@ def command(method: str, copy: str, naive_script: str) -> list[str]:
     if method == OURS:
         return [sys.executable, "-m", "estimator_fix", "repair", f"--model_dir={copy}"]
     return [sys.executable, "-c", "import tensorflow"]
-
-
-def tail(path: str, lines: int = 15) -> str:
-    with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
 
 
 def run_one(method: str, repeat: int, *, work: str, generated: Generated, naive_script: str) -> Run:
@@ -359,9 +312,12 @@ def run_one(method: str, repeat: int, *, work: str, generated: Generated, naive_
     before = inode_sizes(copy)
     os.sync()
     log_stem = os.path.join(work, "logs", f"{method}-{repeat}")
-    code, wall, rss = measure(command(method, copy, naive_script), cwd=work, log_stem=log_stem)
-    if code != 0:
-        raise BenchError(f"{method} run {repeat} exited {code}:\n{tail(log_stem + '.err')}")
+    measured = measure(command(method, copy, naive_script), cwd=work, log_stem=log_stem)
+    wall, rss = measured.wall, measured.peak_rss_bytes
+    if measured.exit_code != 0:
+        raise BenchError(
+            f"{method} run {repeat} exited {measured.exit_code}:\n{tail(log_stem + '.err')}"
+        )
     extra = extra_bytes(before, inode_sizes(copy))
     if method in (NAIVE, OURS):
         check_step(copy, keys=generated.keys, method=method)

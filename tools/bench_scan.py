@@ -44,7 +44,6 @@ Exit codes:
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import os
 import shutil
@@ -58,6 +57,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags, logging
+from benchlib import EXPECTED, FIRST_STEP, BenchError, Case, Writer
 
 _NUM_DIRS = flags.DEFINE_integer(
     "num_dirs", 1000, "Model directories to generate and scan.", lower_bound=1
@@ -96,8 +96,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOAL_DIRS = 1000
 GOAL_SECONDS = 10.0
 GOAL_RATIO = 50.0
-FOREIGN_DIR = "/home/alice/models/run7"
-FIRST_STEP = 1000
 
 # The scan process: reads directory paths from stdin, prints a JSON document to stdout.
 _SCAN_SNIPPET = """\
@@ -110,26 +108,6 @@ for d in sys.stdin.read().splitlines():
 tf = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow."))
 json.dump({"results": results, "tensorflow_modules": tf}, sys.stdout)
 """
-
-
-class BenchError(RuntimeError):
-    """The benchmark's result cannot be trusted (a process failed, a verdict is wrong)."""
-
-
-class Case(enum.StrEnum):
-    HEALTHY = "healthy"
-    NO_STEP = "no_step"
-    INT32_STEP = "int32_step"
-    FOREIGN = "foreign"
-
-
-# The verdict each case must get, and the problem code that must be among its problems.
-_EXPECTED: dict[Case, tuple[str, str | None]] = {
-    Case.HEALTHY: ("healthy", None),
-    Case.NO_STEP: ("repairable", "step_missing"),
-    Case.INT32_STEP: ("repairable", "step_wrong_dtype"),
-    Case.FOREIGN: ("repairable", "state_foreign_path"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,13 +132,6 @@ class ModelDir:
 
 
 @dataclasses.dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str  # a NumPy dtype name
-    shape: tuple[int, ...]
-
-
-@dataclasses.dataclass(frozen=True)
 class Measurement:
     method: str
     directories: int
@@ -181,62 +152,23 @@ def case_for(i: int) -> Case:
     return Case.INT32_STEP if (i // 3) % 2 == 0 else Case.FOREIGN
 
 
-def tensor_specs(count: int) -> list[TensorSpec]:
-    """``count`` Estimator-like tensor names; none of them looks like a step variable."""
-    templates = (
-        ("dnn/hiddenlayer_{k}/kernel", "float32", (8, 8)),
-        ("dnn/hiddenlayer_{k}/bias", "float32", (8,)),
-        ("dnn/hiddenlayer_{k}/kernel/t_0/Adagrad", "float32", (8, 8)),
-        ("dnn/hiddenlayer_{k}/bias/t_0/Adagrad", "float32", (8,)),
-        ("linear/linear_model/feature_{k}/weights", "float32", (4, 1)),
-        ("linear/linear_model/feature_{k}/bucket_ids", "int64", (4,)),
-        ("dnn/hiddenlayer_{k}/zero_fraction_counts", "int64", (2,)),
-    )
-    specs = []
-    for i in range(count):
-        name, dtype, shape = templates[i % len(templates)]
-        specs.append(TensorSpec(name.format(k=i // len(templates)), dtype, shape))
-    return specs
-
-
-def _state_file_text(prefix_path: str) -> str:
-    return f'model_checkpoint_path: "{prefix_path}"\nall_model_checkpoint_paths: "{prefix_path}"\n'
+def _offsets(step: int) -> tuple[int, float]:
+    """What a checkpoint's int64 and float32 values are shifted by. Pure."""
+    i = step - FIRST_STEP
+    return i, i * 1e-3
 
 
 def generate(root: str, *, num_dirs: int, tensors_per_dir: int) -> list[ModelDir]:
     """Writes ``num_dirs`` model directories under ``root`` in this one (eager) process."""
-    import numpy as np
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    specs = tensor_specs(tensors_per_dir - 1)
-    rng = np.random.default_rng(0)
-    base: list[Any] = [
-        rng.standard_normal(s.shape).astype(np.float32)
-        if s.dtype == "float32"
-        else rng.integers(0, 1000, s.shape, dtype=np.int64)
-        for s in specs
-    ]
-    names = [s.name for s in specs]
+    writer = Writer(tensors_per_dir, offsets=_offsets)
     dirs = []
     for i in range(num_dirs):
         case = case_for(i)
         step = FIRST_STEP + i
         path = os.path.join(root, f"d{i:04d}-{case.value}")
+        count = writer.write(path, case, step)
         prefix = os.path.join(path, f"model.ckpt-{step}")
-        values: list[Any] = [b + (i if b.dtype == np.int64 else i * 1e-3) for b in base]
-        keys = list(names)
-        if case is not Case.NO_STEP:
-            keys.append("global_step")
-            values.append(np.int32(step) if case is Case.INT32_STEP else np.int64(step))
-        tf.raw_ops.SaveV2(
-            prefix=prefix, tensor_names=keys, shape_and_slices=[""] * len(keys), tensors=values
-        )
-        named = os.path.join(FOREIGN_DIR, os.path.basename(prefix))
-        with open(os.path.join(path, "checkpoint"), "w") as f:
-            f.write(_state_file_text(named if case is Case.FOREIGN else os.path.basename(prefix)))
-        dirs.append(ModelDir(path=path, prefix=prefix, case=case, tensor_count=len(keys)))
+        dirs.append(ModelDir(path=path, prefix=prefix, case=case, tensor_count=count))
     return dirs
 
 
@@ -262,12 +194,12 @@ def _check_scan_output(stdout: str, dirs: Sequence[ModelDir]) -> None:
     results = doc["results"]
     if len(results) != len(dirs):
         raise BenchError(f"the scan process returned {len(results)} results for {len(dirs)} dirs")
-    expected = Counter(_EXPECTED[d.case][0] for d in dirs)
+    expected = Counter(EXPECTED[d.case][0] for d in dirs)
     got = Counter(verdict for verdict, _ in results)
     if got != expected:
         raise BenchError(f"verdict counts {dict(got)} differ from the generated {dict(expected)}")
     for d, (verdict, codes) in zip(dirs, results, strict=True):
-        want_verdict, want_code = _EXPECTED[d.case]
+        want_verdict, want_code = EXPECTED[d.case]
         if verdict != want_verdict or (want_code is not None and want_code not in codes):
             raise BenchError(
                 f"{d.path}: verdict {verdict} with problems {codes}; expected {want_verdict}"
