@@ -463,7 +463,11 @@ def test_fleet_survives_a_worker_that_dies(tmp_path: Path) -> None:
     crashed = got["crashing"]
     assert (crashed["status"], crashed["exit_code"]) == ("failed", 1)
     assert crashed["error"]["type"] == fleet.WORKER_CRASH
-    assert "worker process died (exit code 7)" in crashed["error"]["message"]
+    message = crashed["error"]["message"]
+    assert "the worker process died" in message
+    # The dead worker's exit code is read from the pool when it still knows it (not always:
+    # the pool may have reaped its process list by then).
+    assert "(exit code" not in message or "(exit code 7)" in message
     # Broken once with the others in flight, once more alone: then it is known to be the one.
     assert (summary.done, summary.failed, summary.worker_restarts) == (3, 1, 2)
     assert summary.exit_code == fleet.EXIT_FLEET_FAILED
