@@ -72,6 +72,7 @@ Exit codes:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -449,23 +450,6 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(code)
 
 
-_HELP_FLAGS = frozenset({"help", "h", "?", "helpshort", "helpfull", "helpxml"})
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, but a bad flag is one line and exit code 2, not a help dump."""
-    try:
-        return flags.FLAGS(argv)
-    except SystemExit:
-        # absl's --help/--helpfull print the usage and exit 1; asking for help is a success.
-        if any(a.split("=")[0].lstrip("-") in _HELP_FLAGS for a in argv[1:]):
-            sys.exit(errors.EXIT_OK)
-        raise
-    except flags.Error as e:
-        sys.stderr.write(f"{PROG}: usage error: {e} (see `{PROG} --help`)\n")
-        sys.exit(errors.EXIT_USAGE)
-
-
 def run() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -476,4 +460,4 @@ def run() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, message=r".*is deprecated")
     # absl prints the __main__ module's docstring for --help.
     sys.modules["__main__"].__doc__ = __doc__
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=functools.partial(jobflags.parse_flags, prog=PROG))

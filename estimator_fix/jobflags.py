@@ -6,6 +6,7 @@ them. ``job_template`` turns them into the ``fleet.Job`` every directory starts 
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from absl import flags
@@ -126,3 +127,22 @@ def job_template(command: str) -> Job:
         inputs=INPUTS.value,
         tolerance=1e-5 if TOLERANCE.value is None else TOLERANCE.value,
     )
+
+
+_HELP_FLAGS = frozenset({"help", "h", "?", "helpshort", "helpfull", "helpxml"})
+
+
+def parse_flags(argv: list[str], *, prog: str, known_only: bool = False) -> list[str]:
+    """absl's flag parsing for ``app.run(flags_parser=...)``, but a bad flag is one line on
+    stderr and exit code 2, not a help dump; and asking for help exits 0 (absl exits 1, which
+    would collide with exit code 1, bad input). ``known_only`` leaves unknown flags in the
+    returned argv (for Beam's pipeline options)."""
+    try:
+        return flags.FLAGS(argv, known_only=known_only)
+    except SystemExit:
+        if any(a.split("=")[0].lstrip("-") in _HELP_FLAGS for a in argv[1:]):
+            sys.exit(errors.EXIT_OK)
+        raise
+    except flags.Error as e:
+        sys.stderr.write(f"{prog}: usage error: {e} (see `{prog} --help`)\n")
+        sys.exit(errors.EXIT_USAGE)

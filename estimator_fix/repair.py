@@ -322,6 +322,15 @@ def _remove_quietly(paths: Iterable[str]) -> None:
 # --- to another directory ---------------------------------------------------------------------
 
 
+def _build_for_output(plan: Plan, tmp_prefix: str) -> tuple[bool, list[str]]:
+    """The output's checkpoint at ``tmp_prefix``: the source linked as it is when its step is
+    fine, else repaired and read back. Returns (hard-linked, checks)."""
+    if plan.step is None:
+        linked = _link_unchanged(plan.source_prefix, tmp_prefix)
+        return linked, [f"{fs.basename(tmp_prefix)}: data files linked unchanged"]
+    return _build_checkpoint(plan, tmp_prefix), verify_checkpoint(plan, tmp_prefix)
+
+
 def _repair_to_output(plan: Plan) -> RepairResult:
     out = plan.output_dir
     parent = fs.dirname(out)
@@ -330,12 +339,7 @@ def _repair_to_output(plan: Plan) -> RepairResult:
     new_prefix = plan.new_prefix or fs.join(out, fs.basename(plan.source_prefix))
     with _temp_dir(parent, fs.basename(out)) as tmp:
         tmp_prefix = fs.join(tmp, fs.basename(new_prefix))
-        if plan.step is None:
-            linked = _link_unchanged(plan.source_prefix, tmp_prefix)
-            checks = [f"{fs.basename(new_prefix)}: data files linked unchanged"]
-        else:
-            linked = _build_checkpoint(plan, tmp_prefix)
-            checks = verify_checkpoint(plan, tmp_prefix)
+        linked, checks = _build_for_output(plan, tmp_prefix)
         _commit_state(dataclasses.replace(plan, state_latest=fs.basename(new_prefix)), tmp, None)
         atomic.failpoint("output-commit")
         if fs.exists(out):  # an empty directory (checked by plan): rename needs it gone
@@ -403,12 +407,7 @@ def _repair_to_output_file_by_file(plan: Plan) -> RepairResult:
     try:
         with _temp_dir(out, fs.basename(new_prefix)) as tmp:
             tmp_prefix = fs.join(tmp, fs.basename(new_prefix))
-            if plan.step is None:
-                linked = _link_unchanged(plan.source_prefix, tmp_prefix)
-                checks = [f"{fs.basename(new_prefix)}: data files linked unchanged"]
-            else:
-                linked = _build_checkpoint(plan, tmp_prefix)
-                checks = verify_checkpoint(plan, tmp_prefix)
+            linked, checks = _build_for_output(plan, tmp_prefix)
             atomic.failpoint("output-commit")
             added = _commit_checkpoint(tmp_prefix, new_prefix)
         state_path, _ = _commit_state(plan, out, new_prefix)
@@ -535,8 +534,7 @@ def _tf_write_errors(path: str) -> Iterator[None]:
         yield
     except tf.errors.OpError as e:
         raise errors.WriteError(
-            f"{path}: TensorFlow could not write the step ({_tf_reason(e)}); nothing was "
-            "committed",
+            f"{path}: TensorFlow could not write the step ({_tf_reason(e)}); nothing was committed",
             path=path,
         ) from e
 

@@ -56,6 +56,7 @@ Exit codes:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging as std_logging
 import os
@@ -276,22 +277,6 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(code)
 
 
-_HELP_FLAGS = frozenset({"help", "h", "?", "helpshort", "helpfull", "helpxml"})
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Our flags (absl); the rest, in order, is Beam's. A bad flag: one line, exit code 2."""
-    try:
-        return flags.FLAGS(argv, known_only=True)
-    except SystemExit:
-        if any(a.split("=")[0].lstrip("-") in _HELP_FLAGS for a in argv[1:]):
-            sys.exit(errors.EXIT_OK)
-        raise
-    except flags.Error as e:
-        sys.stderr.write(f"{PROG}: usage error: {e} (see `{PROG} --help`)\n")
-        sys.exit(errors.EXIT_USAGE)
-
-
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
@@ -304,4 +289,4 @@ if __name__ == "__main__":
     )
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(keras|tensorflow).*")
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=functools.partial(jobflags.parse_flags, prog=PROG, known_only=True))
