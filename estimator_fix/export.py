@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from estimator_fix import errors, fs
-from estimator_fix.userspec import user_code
+from estimator_fix import errors
+from estimator_fix.model_code.userspec import user_code
+from estimator_fix.storage import fs
 
 EXPORT_SCHEMA = "estimator-fix.export/1"
 MODES = ("predict", "eval", "train")

@@ -16,13 +16,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from estimator_fix import errors, fs, serving, userspec
+from estimator_fix import errors
 from estimator_fix import export as export_lib
 from estimator_fix import plan as plan_lib
 from estimator_fix import repair as repair_lib
 from estimator_fix import verify as verify_lib
+from estimator_fix.model_code import serving, userspec
+from estimator_fix.model_code.serving import ServingSpec
 from estimator_fix.scan import scan
-from estimator_fix.serving import ServingSpec
+from estimator_fix.storage import fs
 from estimator_fix.types import ScanReport
 
 FIX_SCHEMA = "estimator-fix.fix/1"

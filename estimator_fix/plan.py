@@ -17,9 +17,10 @@ import dataclasses
 import os
 import re
 
-from estimator_fix import atomic, errors, fs
+from estimator_fix import errors
+from estimator_fix.checkpoint.state_file import STATE_FILENAME
 from estimator_fix.scan import STEP_KEY
-from estimator_fix.state_file import STATE_FILENAME
+from estimator_fix.storage import atomic, fs
 from estimator_fix.types import (
     CheckpointReport,
     EvidenceSource,

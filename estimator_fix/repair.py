@@ -37,9 +37,11 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from estimator_fix import atomic, bundle, errors, fs, state_file
+from estimator_fix import errors
+from estimator_fix.checkpoint import bundle, state_file
 from estimator_fix.plan import FIXED_INFIX, Plan, is_unfinished_output
 from estimator_fix.scan import STEP_KEY, orphan_repair_files
+from estimator_fix.storage import atomic, fs
 from estimator_fix.types import Format
 
 REPAIR_SCHEMA = "estimator-fix.repair/1"

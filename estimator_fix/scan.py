@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from estimator_fix import atomic, bundle, errors, fs, state_file
+from estimator_fix import errors
+from estimator_fix.checkpoint import bundle, state_file
+from estimator_fix.storage import atomic, fs
 from estimator_fix.types import (
     SCAN_SCHEMA,
     CheckpointReport,

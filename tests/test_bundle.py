@@ -1,4 +1,4 @@
-"""Tests of estimator_fix.bundle against checkpoints written by real TensorFlow 2.15.
+"""Tests of estimator_fix.checkpoint.bundle against checkpoints written by real TensorFlow 2.15.
 
 Two data shards come from ``Saver(sharded=True)`` with variables placed on two devices
 (``/cpu:0`` and ``/cpu:1``) in a session configured with ``device_count={"CPU": 2}``: the sharded
@@ -25,7 +25,8 @@ import tensorflow as tf
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from estimator_fix import bundle, errors
+from estimator_fix import errors
+from estimator_fix.checkpoint import bundle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -447,7 +448,7 @@ def test_large_index_parses_fast(tmp_path: Path) -> None:
 def test_bundle_does_not_import_tensorflow_and_coexists_with_it() -> None:
     code = (
         "import sys\n"
-        "from estimator_fix import bundle\n"
+        "from estimator_fix.checkpoint import bundle\n"
         "assert 'tensorflow' not in sys.modules, 'bundle imported tensorflow'\n"
         "from tensorflow.core.protobuf import tensor_bundle_pb2 as tb\n"
         "h = tb.BundleHeaderProto.FromString(bundle.encode_header(num_shards=3))\n"

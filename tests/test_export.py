@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from estimator_fix import errors, serving, userspec
+from estimator_fix import errors
 from estimator_fix import export as export_lib
+from estimator_fix.model_code import serving, userspec
 from tests.conftest import TESTDATA, manifest, run_cli, tree_digest
 
 MANIFEST = manifest()

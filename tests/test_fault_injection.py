@@ -34,7 +34,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from estimator_fix import atomic, scan
+from estimator_fix import scan
+from estimator_fix.storage import atomic
 from estimator_fix.types import Verdict
 from tests.conftest import REPO, TESTDATA, run_cli, tree_digest
 

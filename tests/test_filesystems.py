@@ -3,7 +3,7 @@
 ``ram://`` is TensorFlow's in-memory filesystem: a path with a scheme, so every access goes
 through ``tf.io.gfile`` as it would on ``gs://``, with no hard links, no directory renames and
 no locks. It also has quirks of its own (``exists``/``isdir``/``stat``/``listdir`` match keys by
-string prefix; ``tf.train.load_checkpoint(prefix)`` fails there), which ``estimator_fix.fs``
+string prefix; ``tf.train.load_checkpoint(prefix)`` fails there), which ``estimator_fix.storage.fs``
 must hide. One fixture, ``backend``, is parametrised over both; each test body is the same code
 for both. Files are read back through ``tf.io.gfile.glob``/``GFile`` (exact on both back ends),
 never through the code under test.
@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from estimator_fix import atomic, errors, fs, plan, repair, scan
+from estimator_fix import errors, plan, repair, scan
+from estimator_fix.storage import atomic, fs
 from estimator_fix.types import Format, Verdict
 from tests.conftest import TESTDATA, manifest
 
@@ -73,7 +74,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     assert gfile.glob(_escape(root) + "*") == []
 
 
-# --- reading back, independently of estimator_fix.fs --------------------------------------------
+# --- reading back, independently of estimator_fix.storage.fs ---------------------------
 
 
 def _escape(path: str) -> str:

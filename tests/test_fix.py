@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from estimator_fix import bundle
+from estimator_fix.checkpoint import bundle
 from tests.conftest import TESTDATA, manifest, run_cli, tree_digest
 
 MANIFEST = manifest()

@@ -30,7 +30,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from estimator_fix import atomic, bundle, errors, plan, repair, scan
+from estimator_fix import errors, plan, repair, scan
+from estimator_fix.checkpoint import bundle
+from estimator_fix.storage import atomic
 from estimator_fix.types import Format, StepStatus, Verdict
 from tests.conftest import REPO, TESTDATA, manifest, run_cli, tree_digest
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from estimator_fix import errors, userspec
+from estimator_fix import errors
+from estimator_fix.model_code import userspec
 from estimator_fix.verify import (
     VERIFY_SCHEMA,
     VerifyResult,

@@ -67,7 +67,9 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from estimator_fix import errors, fleet, fs, jobflags
+from estimator_fix import errors, fleet
+from estimator_fix.cli import jobflags
+from estimator_fix.storage import fs
 
 PROG = "beam_fleet"
 

@@ -27,7 +27,7 @@ What it does, for each --size:
               child process (the generation time is logged, not timed) keeping one checkpoint;
               the model code is a generated large_model.py. The broken twin is a copy whose
               every `.index` has the `global_step` entry dropped (rewritten with
-              estimator_fix.bundle: read_index, then encode_index over the header and the
+              estimator_fix.checkpoint.bundle: read_index, then encode_index over the header and the
               other entries' (key, raw value) pairs); the data files are left as they are,
               which TensorFlow reads fine.
      The broken twin must scan as `repairable` (checked in-process; scan needs no TensorFlow).
@@ -283,8 +283,8 @@ def main(model_dir, export_base, estimator, serving, timings):
         from estimator_fix import plan as plan_lib
         from estimator_fix import repair as repair_lib
         from estimator_fix import verify as verify_lib
-        from estimator_fix.serving import ServingSpec
-        from estimator_fix.userspec import ModelSpec
+        from estimator_fix.model_code.serving import ServingSpec
+        from estimator_fix.model_code.userspec import ModelSpec
 
     # The CLI's order: estimator_fix first, TensorFlow later. It matters: one-time set-up
     # (~0.15 s) lands in the pre-flight or in the repair depending on it.
@@ -524,7 +524,7 @@ def dir_bytes(path: str) -> int:
 
 def checkpoint_facts(prefix: str) -> tuple[int, int]:
     """(tensor count, bytes of the .index and data files) of a V2 checkpoint prefix."""
-    from estimator_fix import bundle
+    from estimator_fix.checkpoint import bundle
 
     index = bundle.read_index(bundle.index_path(prefix))
     n = index.header.num_shards
@@ -626,7 +626,7 @@ def strip_step(prefix: str) -> bool:
     The data files are untouched (the step's bytes stay, unreferenced): TensorFlow only reads
     what the index points at.
     """
-    from estimator_fix import bundle
+    from estimator_fix.checkpoint import bundle
 
     path = bundle.index_path(prefix)
     index = bundle.read_index(path)

@@ -84,12 +84,13 @@ from typing import Any
 
 from absl import app, flags
 
-from estimator_fix import errors, jobflags, report
+from estimator_fix import errors, report
+from estimator_fix.cli import jobflags
 from estimator_fix.export import parse_assets_extra
+from estimator_fix.model_code.serving import ServingSpec
+from estimator_fix.model_code.userspec import ModelSpec, parse_params
 from estimator_fix.scan import scan
-from estimator_fix.serving import ServingSpec
 from estimator_fix.types import ScanReport, Verdict
-from estimator_fix.userspec import ModelSpec, parse_params
 
 PROG = "estimator-fix"
 _INT64_MAX = 2**63 - 1

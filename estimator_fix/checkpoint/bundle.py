@@ -53,7 +53,8 @@ import google_crc32c
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from estimator_fix import errors, fs
+from estimator_fix import errors
+from estimator_fix.storage import fs
 
 # --- TensorFlow DataType enum (tensorflow/core/framework/types.proto) -------------------------
 

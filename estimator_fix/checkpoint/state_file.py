@@ -17,7 +17,8 @@ import posixpath
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf.message import Message
 
-from estimator_fix import errors, fs
+from estimator_fix import errors
+from estimator_fix.storage import fs
 from estimator_fix.types import StateEntry, StateFileReport
 
 STATE_FILENAME = "checkpoint"

@@ -77,7 +77,8 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from estimator_fix import atomic, errors, fleet, fs
+from estimator_fix import errors, fleet
+from estimator_fix.storage import atomic, fs
 
 DONE_TAG = "done"
 FAILED_TAG = "failed"

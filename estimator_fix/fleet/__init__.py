@@ -49,7 +49,9 @@ from typing import Any, TextIO
 
 from absl import logging
 
-from estimator_fix import atomic, errors, fs, state_file
+from estimator_fix import errors
+from estimator_fix.checkpoint import state_file
+from estimator_fix.storage import atomic, fs
 
 RESULT_SCHEMA = "estimator-fix.result/1"
 # Any directory failed. To move to errors.py beside the other exit codes.
@@ -293,7 +295,7 @@ def _line_value(key: str, value: Any) -> Any:
         raise ValueError(f"'mode' must be one of {', '.join(_MODES)}")
     if key == "params":
         if isinstance(value, str):  # JSON text or @file.json, as --params takes
-            from estimator_fix.userspec import parse_params
+            from estimator_fix.model_code.userspec import parse_params
 
             try:
                 return parse_params(value)
@@ -542,8 +544,8 @@ def _repair_outcome(job: Job, report: Any) -> dict[str, Any]:
 
 def _fix_outcome(job: Job) -> dict[str, Any]:
     from estimator_fix import fix as fix_lib
-    from estimator_fix.serving import ServingSpec
-    from estimator_fix.userspec import ModelSpec
+    from estimator_fix.model_code.serving import ServingSpec
+    from estimator_fix.model_code.userspec import ModelSpec
 
     assert job.export_dir is not None
     result = fix_lib.fix(

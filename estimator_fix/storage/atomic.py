@@ -29,7 +29,8 @@ import socket
 import time
 from collections.abc import Iterator
 
-from estimator_fix import errors, fs
+from estimator_fix import errors
+from estimator_fix.storage import fs
 
 TEMP_MARKER = ".estimator-fix-tmp"
 LOCK_NAME = ".estimator-fix.lock"

@@ -13,7 +13,7 @@ from absl import flags
 
 from estimator_fix import errors
 from estimator_fix.export import parse_assets_extra
-from estimator_fix.userspec import parse_params
+from estimator_fix.model_code.userspec import parse_params
 
 if TYPE_CHECKING:
     from estimator_fix.fleet import Job

@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from estimator_fix import errors, fs, userspec
+from estimator_fix import errors
+from estimator_fix.model_code import userspec
+from estimator_fix.storage import fs
 
 VERIFY_SCHEMA = "estimator-fix.verify/1"
 
