@@ -129,3 +129,29 @@ class ModelMismatchError(ExportError):
 
 class ParityError(ExportError):
     """The SavedModel's predictions differ from the checkpoint's."""
+
+
+def tf_reason(e: BaseException) -> str:
+    """The one line of an exception (a TensorFlow one above all) that says what went wrong.
+
+    Graph-mode errors start with "Graph execution error:" and a traceback of the graph's
+    construction; the cause (``<file>; No space left on device``) is the line before the
+    ``[[{{node ...}}]]`` marker, and a "Hint:" about OOM may follow it. Other errors give their
+    first non-empty line. Never empty: the exception's type name is the last resort.
+    """
+    message = getattr(e, "message", None)
+    text = message if isinstance(message, str) else str(e)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Hint:")]
+    for i, line in enumerate(lines):
+        if line.startswith("[[") and i > 0:
+            return lines[i - 1]
+    if any(ln.startswith("Graph execution error") for ln in lines[:1]):
+        return lines[-1]
+    return lines[0] if lines else type(e).__name__
+
+
+def one_line(e: BaseException, *, limit: int = 500) -> str:
+    """``e`` as one line of at most ``limit`` characters (for result journals and summaries)."""
+    text = " ".join(str(e).split())
+    return (text[:limit] + "...") if len(text) > limit else (text or type(e).__name__)

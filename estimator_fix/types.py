@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+
+from estimator_fix.serialize import Serializable
 
 SCAN_SCHEMA = "estimator-fix.scan/1"
 
@@ -53,28 +54,10 @@ class EvidenceSource(enum.StrEnum):
     PREFIX_SUFFIX = "prefix_suffix"  # the `-N` of `model.ckpt-N`
 
 
-class _Dictable:
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            f.name: _to_plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-        }
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, _Dictable):
-        return value.to_dict()
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, list | tuple):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
-class Problem(_Dictable):
+class Problem(Serializable):
     """One finding, with a stable ``code`` that pipelines can match on."""
 
     code: str
@@ -85,7 +68,7 @@ class Problem(_Dictable):
 
 
 @dataclasses.dataclass(frozen=True)
-class StepEvidence(_Dictable):
+class StepEvidence(Serializable):
     """One piece of evidence for the training step, and where it came from."""
 
     source: EvidenceSource
@@ -96,14 +79,14 @@ class StepEvidence(_Dictable):
 
 
 @dataclasses.dataclass(frozen=True)
-class TensorInfo(_Dictable):
+class TensorInfo(Serializable):
     name: str
     dtype: str
     shape: tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
-class ShardInfo(_Dictable):
+class ShardInfo(Serializable):
     path: str
     exists: bool
     size: int | None  # None when missing
@@ -111,7 +94,7 @@ class ShardInfo(_Dictable):
 
 
 @dataclasses.dataclass(frozen=True)
-class StepReport(_Dictable):
+class StepReport(Serializable):
     """What a checkpoint says about ``global_step``."""
 
     status: StepStatus
@@ -127,7 +110,7 @@ class StepReport(_Dictable):
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointReport(_Dictable):
+class CheckpointReport(Serializable):
     """One checkpoint prefix found on disk."""
 
     prefix: str  # full path of the prefix
@@ -142,7 +125,7 @@ class CheckpointReport(_Dictable):
 
 
 @dataclasses.dataclass(frozen=True)
-class StateEntry(_Dictable):
+class StateEntry(Serializable):
     """One path listed in the ``checkpoint`` state file."""
 
     raw: str  # as written in the file
@@ -155,7 +138,7 @@ class StateEntry(_Dictable):
 
 
 @dataclasses.dataclass(frozen=True)
-class StateFileReport(_Dictable):
+class StateFileReport(Serializable):
     """The ``checkpoint`` state file and what TensorFlow would make of it."""
 
     path: str
@@ -165,7 +148,7 @@ class StateFileReport(_Dictable):
 
 
 @dataclasses.dataclass(frozen=True)
-class ScanReport(_Dictable):
+class ScanReport(Serializable):
     """Everything ``scan`` found in one model directory."""
 
     schema: str
