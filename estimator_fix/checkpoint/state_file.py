@@ -18,6 +18,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from google.protobuf.message import Message
 
 from estimator_fix import errors
+from estimator_fix.checkpoint import index_file
 from estimator_fix.storage import fs
 from estimator_fix.types import StateEntry, StateFileReport
 
@@ -125,7 +126,7 @@ def prefix_exists(prefix: str) -> bool:
     characters (``*?[\\``) is a test of that exact path: ``fs.exists``, exact on every scheme
     (on ``ram://`` gfile's own ``exists`` would match any longer key by prefix).
     """
-    return fs.exists(prefix + ".index") or fs.exists(prefix)
+    return fs.exists(index_file.index_path(prefix)) or fs.exists(prefix)
 
 
 def read(
