@@ -73,18 +73,24 @@ def _export(
     return Exported(fixture, model_dir, estimator, path, checkpoint)
 
 
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Exported]]:
-    """Exports each healthy fixture at most once per session (raw-tensor serving receivers)."""
-    root = tmp_path_factory.mktemp("verify-exports")
+def _cached_exports(
+    root: Path, receiver: Callable[[str], Callable[[], Any]] | None, tag: str
+) -> Callable[[str], Exported]:
+    """Exports a fixture under ``root`` the first time it is asked for, then reuses it."""
     cache: dict[str, Exported] = {}
 
     def get(fixture: str) -> Exported:
         if fixture not in cache:
-            cache[fixture] = _export(root, fixture)
+            cache[fixture] = _export(root, fixture, receiver(fixture) if receiver else None, tag)
         return cache[fixture]
 
-    yield get
+    return get
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Exported]]:
+    """Exports each healthy fixture at most once per session (raw-tensor serving receivers)."""
+    yield _cached_exports(tmp_path_factory.mktemp("verify-exports"), None, "")
 
 
 def _parsing_receiver(fixture: str) -> Callable[[], Any]:
@@ -110,15 +116,10 @@ def _parsing_receiver(fixture: str) -> Callable[[], Any]:
 def exported_parsing(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[[str], Exported]]:
-    root = tmp_path_factory.mktemp("verify-parsing-exports")
-    cache: dict[str, Exported] = {}
-
-    def get(fixture: str) -> Exported:
-        if fixture not in cache:
-            cache[fixture] = _export(root, fixture, _parsing_receiver(fixture), "-parsing")
-        return cache[fixture]
-
-    yield get
+    """Exports a fixture at most once per session with a tf.Example (parsing) receiver."""
+    yield _cached_exports(
+        tmp_path_factory.mktemp("verify-parsing-exports"), _parsing_receiver, "-parsing"
+    )
 
 
 def _check_parity(result: VerifyResult) -> None:
@@ -146,6 +147,12 @@ def _assert_matches_manifest(fixture: str, outputs: dict[str, np.ndarray]) -> li
             np.testing.assert_allclose(value, expected, rtol=0, atol=TOLERANCE, err_msg=key)
         matched.append(key)
     return matched
+
+
+def _one_line(error: errors.Error, needle: str) -> None:
+    message = str(error)
+    assert "\n" not in message
+    assert needle in message, message
 
 
 # --- Healthy fixtures: raw receivers. --------------------------------------------------------
@@ -198,8 +205,7 @@ EXPECTED_COMPARISONS = {
     # classify/regress signatures), outputs named like the prediction keys.
     "dnn_classifier": {
         ("predict", k, k)
-        for k in ("logits", "probabilities", "class_ids", "classes", "all_class_ids",
-                  "all_classes")
+        for k in ("logits", "probabilities", "class_ids", "classes", "all_class_ids", "all_classes")
     },
     "linear_regressor": {("predict", "predictions", "predictions")},
     "custom_model_fn": {("serving_default", "predictions", "predictions")},
@@ -207,8 +213,15 @@ EXPECTED_COMPARISONS = {
     "keras_object_based": {("serving_default", "y", "y")},  # named after the output layer
     "dnn_linear_partitioned": {
         ("predict", k, k)
-        for k in ("logits", "logistic", "probabilities", "class_ids", "classes",
-                  "all_class_ids", "all_classes")
+        for k in (
+            "logits",
+            "logistic",
+            "probabilities",
+            "class_ids",
+            "classes",
+            "all_class_ids",
+            "all_classes",
+        )
     },
 }
 
@@ -325,17 +338,22 @@ def test_model_fn_with_a_single_prediction_tensor(tmp_path: Path) -> None:
     )
     checkpoint = str(model_dir / "model.ckpt-6")
     path = estimator.export_saved_model(
-        str(tmp_path / "export"), _models_attr("custom_estimator_serving_input_fn"),
+        str(tmp_path / "export"),
+        _models_attr("custom_estimator_serving_input_fn"),
         checkpoint_path=checkpoint,
     ).decode()
     result = verify(
-        path, inputs=_predict_features("custom_model_fn"), estimator=estimator,
+        path,
+        inputs=_predict_features("custom_model_fn"),
+        estimator=estimator,
         checkpoint_path=checkpoint,
     )
     _check_parity(result)
     [compared] = [p for p in result.parity if p.ok]
     assert (compared.signature, compared.output, compared.prediction_key) == (
-        "serving_default", "output", "output"
+        "serving_default",
+        "output",
+        "output",
     )
     expected = [row["predictions"] for row in MANIFEST["custom_model_fn"]["predictions"]]
     np.testing.assert_allclose(
@@ -365,21 +383,17 @@ def test_other_checkpoint_is_a_step_mismatch(exported: Callable[[str], Exported]
     other = str(ex.model_dir / "model.ckpt-3")
     with pytest.raises(errors.ExportError) as info:
         verify(ex.export_path, estimator=ex.estimator, checkpoint_path=other)
-    message = str(info.value)
-    assert "\n" not in message
-    assert "global_step 6 in the SavedModel but 3" in message
+    _one_line(info.value, "global_step 6 in the SavedModel but 3")
     assert info.value.exit_code == errors.EXIT_EXPORT_FAILED
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("inputs", ["given", "synthesized"])
-def test_other_checkpoint_fails_parity(
-    inputs: str, exported: Callable[[str], Exported]
-) -> None:
+@pytest.mark.parametrize("given", [True, False], ids=["given", "synthesized"])
+def test_other_checkpoint_fails_parity(given: bool, exported: Callable[[str], Exported]) -> None:
     ex = exported("dnn_classifier")
     result = verify(
         ex.export_path,
-        inputs=_predict_features("dnn_classifier") if inputs == "given" else None,
+        inputs=_predict_features("dnn_classifier") if given else None,
         estimator=ex.estimator,
         checkpoint_path=str(ex.model_dir / "model.ckpt-3"),
         require_step_match=False,
@@ -407,7 +421,9 @@ def test_checkpoint_that_does_not_restore(
     # not blamed on the user's code.
     with pytest.raises(errors.ExportError) as waived:
         verify(
-            ex.export_path, estimator=ex.estimator, checkpoint_path=prefix,
+            ex.export_path,
+            estimator=ex.estimator,
+            checkpoint_path=prefix,
             require_step_match=False,
         )
     assert not isinstance(waived.value, errors.UserCodeError)
@@ -460,46 +476,65 @@ def test_without_estimator_runs_and_reads_the_step(exported: Callable[[str], Exp
 # --- Bad input: one line, the right type. ----------------------------------------------------
 
 
-def _one_line(error: errors.Error, needle: str) -> None:
-    message = str(error)
-    assert "\n" not in message
-    assert needle in message, message
+def _absent(root: Path) -> Path:
+    return root / "nope"
 
 
-def test_missing_export_dir(tmp_path: Path) -> None:
-    missing = tmp_path / "nope"
+def _variables_only(root: Path) -> Path:
+    (root / "variables").mkdir()
+    return root
+
+
+def _garbage_saved_model_pb(root: Path) -> Path:
+    (root / "saved_model.pb").write_bytes(b"\xff\x00 not a protobuf" * 10)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        pytest.param(_absent, "{path}", id="missing"),
+        pytest.param(_variables_only, "not a SavedModel", id="not-a-saved-model"),
+        pytest.param(_garbage_saved_model_pb, "{path}", id="garbage-saved-model-pb"),
+    ],
+)
+def test_export_dir_that_does_not_load(
+    tmp_path: Path, make: Callable[[Path], Path], needle: str
+) -> None:
+    path = make(tmp_path)
     with pytest.raises(errors.ExportError) as info:
-        verify(str(missing))
-    _one_line(info.value, str(missing))
-    with pytest.raises(errors.PathNotFoundError) as found:
-        resolve_saved_model(str(missing))
-    _one_line(found.value, str(missing))
+        verify(str(path))
+    _one_line(info.value, needle.format(path=path))
 
 
-def test_directory_that_is_not_a_saved_model(tmp_path: Path) -> None:
-    (tmp_path / "variables").mkdir()
-    with pytest.raises(errors.ExportError) as info:
-        verify(str(tmp_path))
-    _one_line(info.value, "not a SavedModel")
-    with pytest.raises(errors.InputError) as resolved:
-        resolve_saved_model(str(tmp_path))
-    _one_line(resolved.value, str(tmp_path))
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        pytest.param(_absent, errors.PathNotFoundError, id="missing"),
+        pytest.param(_variables_only, errors.InputError, id="not-a-saved-model"),
+    ],
+)
+def test_resolve_saved_model_refuses(
+    tmp_path: Path, make: Callable[[Path], Path], expected: type[errors.Error]
+) -> None:
+    path = make(tmp_path)
+    with pytest.raises(expected) as info:
+        resolve_saved_model(str(path))
+    _one_line(info.value, str(path))
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory"])
-def test_bad_checkpoint_path(tmp_path: Path, kind: str) -> None:
-    checkpoint = tmp_path / "model.ckpt-6" if kind == "missing" else tmp_path
-    expected = errors.PathNotFoundError if kind == "missing" else errors.InputError
+@pytest.mark.parametrize(
+    ("checkpoint", "expected"),
+    [
+        pytest.param("model.ckpt-6", errors.PathNotFoundError, id="missing"),
+        pytest.param("", errors.InputError, id="directory"),
+    ],
+)
+def test_bad_checkpoint_path(tmp_path: Path, checkpoint: str, expected: type[errors.Error]) -> None:
+    path = tmp_path / checkpoint  # "" names tmp_path itself
     with pytest.raises(expected) as info:  # checked before the SavedModel is even loaded
-        verify(str(tmp_path / "export"), checkpoint_path=str(checkpoint))
-    _one_line(info.value, str(checkpoint))
-
-
-def test_garbage_saved_model_pb(tmp_path: Path) -> None:
-    (tmp_path / "saved_model.pb").write_bytes(b"\xff\x00 not a protobuf" * 10)
-    with pytest.raises(errors.ExportError) as info:
-        verify(str(tmp_path))
-    _one_line(info.value, str(tmp_path))
+        verify(str(tmp_path / "export"), checkpoint_path=str(path))
+    _one_line(info.value, str(path))
 
 
 @pytest.mark.slow
@@ -520,11 +555,13 @@ def test_resolve_saved_model_picks_the_version(exported: Callable[[str], Exporte
         pytest.param("in.json", b'{"a": [[1, 2], [3]]}', "not a rectangular", id="ragged"),
         pytest.param("in.json", b'{"a": 1.5}', "is a scalar", id="scalar"),
         pytest.param("in.json", b'{"a": [{"b": 1}]}', "must hold numbers", id="objects"),
-        pytest.param("in.json", b'{"a": [1, 2], "b": [1]}', "different numbers of rows",
-                     id="row-mismatch"),
+        pytest.param(
+            "in.json", b'{"a": [1, 2], "b": [1]}', "different numbers of rows", id="row-mismatch"
+        ),
         pytest.param("in.json", b'{"a": []}', "no rows", id="no-rows"),
-        pytest.param("in.npz", b"PK\x03\x04 truncated zip", "not a readable .npz",
-                     id="garbage-npz"),
+        pytest.param(
+            "in.npz", b"PK\x03\x04 truncated zip", "not a readable .npz", id="garbage-npz"
+        ),
     ],
 )
 def test_bad_inputs_file(tmp_path: Path, name: str, content: bytes, needle: str) -> None:
@@ -556,9 +593,7 @@ def test_inputs_json_and_npz_round_trip(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_inputs_file_missing_a_feature(
-    tmp_path: Path, exported: Callable[[str], Exported]
-) -> None:
+def test_inputs_file_missing_a_feature(tmp_path: Path, exported: Callable[[str], Exported]) -> None:
     ex = exported("dnn_classifier")
     path = tmp_path / "inputs.json"
     path.write_text(json.dumps({"x0": [0.5, 0.1], "x1": [0.2, 0.3]}))
@@ -599,8 +634,7 @@ def test_saved_model_cli_shows_the_signatures(
 ) -> None:
     ex = exported_parsing("dnn_classifier")  # three signatures: classify, classify, predict
     result = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "saved_model_cli"), "show", "--all", "--dir",
-         ex.export_path],
+        [str(REPO / ".venv" / "bin" / "saved_model_cli"), "show", "--all", "--dir", ex.export_path],
         capture_output=True,
         text=True,
         timeout=300,

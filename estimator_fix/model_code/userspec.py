@@ -28,7 +28,7 @@ _TF_FACTS = (
     re.compile(r"Tensor name \"[^\"]+\" not found in checkpoint files"),
     re.compile(r"\S+; No such file or directory"),
 )
-_OUR_DIR = os.path.dirname(os.path.abspath(__file__))
+_OUR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # estimator_fix/
 _LIBRARY_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
 
