@@ -10,103 +10,39 @@ Keras ``model_to_estimator`` writes into the user's directories.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
 
 from estimator_fix import errors
 from estimator_fix import export as export_lib
 from estimator_fix import plan as plan_lib
 from estimator_fix import repair as repair_lib
 from estimator_fix import verify as verify_lib
-from estimator_fix.model_code import serving, userspec
-from estimator_fix.model_code.serving import ServingSpec
+from estimator_fix.model_code.build import load_model
+from estimator_fix.options import Job
 from estimator_fix.scan import scan
+from estimator_fix.serialize import Serializable
 from estimator_fix.storage import fs
-from estimator_fix.types import ScanReport
+from estimator_fix.types import Problem, ScanReport
 
 FIX_SCHEMA = "estimator-fix.fix/1"
 REJECTED_PREFIX = "rejected-"
 
 
 @dataclasses.dataclass(frozen=True)
-class FixOptions:
-    model_dir: str
-    model: userspec.ModelSpec
-    serving: ServingSpec
-    export_dir: str
-    checkpoint: str | None = None
-    step: int | None = None
-    output_dir: str | None = None
-    drop_renamed: bool = False
-    dry_run: bool = False
-    mode: str = "predict"
-    as_text: bool = False
-    assets_extra: Mapping[str, str] | None = None
-    inputs: str | None = None
-    tolerance: float = 1e-5
+class FixResult(Serializable):
+    """Everything one ``fix`` did, stage by stage (``estimator-fix.fix/1``)."""
 
-
-@dataclasses.dataclass(frozen=True)
-class FixResult:
     schema: str
     model_dir: str
     verdict_before: str
-    problems: tuple[dict[str, Any], ...]
-    plan: dict[str, Any]
-    repair: dict[str, Any] | None
-    export: dict[str, Any] | None
-    verify: dict[str, Any] | None
+    problems: tuple[Problem, ...]
+    plan: plan_lib.Plan
+    repair: repair_lib.RepairResult | None
+    export: export_lib.ExportResult | None
+    verify: verify_lib.VerifyResult | None
     export_path: str | None
     ok: bool
     seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-def load_serving_input_fn(spec: ServingSpec) -> Callable[[], Any]:
-    """The serving input function from a SPEC or a features file.
-
-    Raises:
-      errors.UsageError: neither or both given, or a bad SPEC.
-      errors.InputError: the features file is missing or invalid.
-    """
-    if (spec.input_fn is None) == (spec.features is None):
-        raise errors.UsageError("pass exactly one of --serving_input_fn and --serving_features")
-    if spec.input_fn is not None:
-        return userspec.load_callable(spec.input_fn, flag="--serving_input_fn")
-    assert spec.features is not None
-    path = fs.normalize(spec.features)
-    features = serving.parse_features(fs.read_text(path), path=path)
-    return serving.serving_input_fn(features, spec.format, path=path)
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedModel:
-    estimator: Any
-    serving_input_fn: Callable[[], Any]  # a stub that raises when none was asked for
-    scratch_dir: str
-
-
-def _no_serving_input_fn() -> Any:
-    raise errors.UsageError("no serving input function was given")
-
-
-def load_model(model: userspec.ModelSpec, serving_spec: ServingSpec | None) -> LoadedModel:
-    """Builds the user's Estimator over a scratch model_dir (see the module docstring)."""
-    serving_input_fn = (
-        load_serving_input_fn(serving_spec) if serving_spec is not None else _no_serving_input_fn
-    )
-    scratch = tempfile.mkdtemp(prefix="estimator-fix-model-")
-    try:
-        estimator = userspec.build_estimator(model, scratch)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    return LoadedModel(estimator, serving_input_fn, scratch)
 
 
 def reject_export(export_path: str) -> str:
@@ -121,14 +57,19 @@ def reject_export(export_path: str) -> str:
     return target
 
 
-def fix(opts: FixOptions) -> FixResult:
+def fix(opts: Job) -> FixResult:
     """Takes a model directory to a verified SavedModel.
+
+    Args:
+      opts: the directory and the options of a ``fix`` (validated here).
 
     Raises:
       Every ``errors.Error`` of the stages; before the repair nothing has been written, and a
       SavedModel that fails verification is renamed ``rejected-<version>`` (ParityError).
     """
     start = time.monotonic()
+    opts.validate()
+    assert opts.export_dir is not None
     report = scan(opts.model_dir, checkpoint=opts.checkpoint)
     the_plan = plan_lib.plan(
         report, step=opts.step, output_dir=opts.output_dir, drop_renamed=opts.drop_renamed
@@ -178,7 +119,7 @@ def fix(opts: FixOptions) -> FixResult:
                 path=rejected,
             )
     finally:
-        shutil.rmtree(loaded.scratch_dir, ignore_errors=True)
+        loaded.close()
     return _result(report, the_plan, repaired, exported, verified, start)
 
 
@@ -198,11 +139,11 @@ def _result(
         schema=FIX_SCHEMA,
         model_dir=report.model_dir,
         verdict_before=report.verdict.value,
-        problems=tuple(p.to_dict() for p in report.problems),
-        plan=the_plan.to_dict(),
-        repair=repaired.to_dict() if repaired else None,
-        export=exported.to_dict() if exported else None,
-        verify=verified.to_dict() if verified else None,
+        problems=report.problems,
+        plan=the_plan,
+        repair=repaired,
+        export=exported,
+        verify=verified,
         export_path=exported.export_path if exported else None,
         ok=verified.ok if verified else False,
         seconds=round(time.monotonic() - start, 3),

@@ -155,29 +155,28 @@ def verify_text(r: VerifyResult) -> str:
 def fix_text(r: FixResult) -> str:
     lines = [f"{r.model_dir}: was {r.verdict_before.upper()}"]
     for p in r.problems:
-        if p["severity"] in ("repairable", "unrepairable", "warning"):
-            lines.append(f"  [{p['severity']}] {p['code']}: {p['message']}")
+        if p.severity in (Severity.REPAIRABLE, Severity.UNREPAIRABLE, Severity.WARNING):
+            lines.append(f"  [{p.severity.value}] {p.code}: {p.message}")
     if r.export is None:
         lines.append("plan (dry run, nothing written):")
-        lines.extend(f"  - {a}" for a in r.plan["actions"])
+        lines.extend(f"  - {a}" for a in r.plan.actions)
         return "\n".join(lines) + "\n"
     if r.repair is None:
         lines.append("changed: nothing (the checkpoint needed no repair)")
     else:
         rep = r.repair
         lines.append("changed:")
-        lines.extend(f"  + {f}" for f in rep["files_added"])
-        if rep["state_backup"]:
-            lines.append(f"  state file rewritten; old one kept as {rep['state_backup']}")
-        lines.append("  originals untouched" + ("; data hard-linked" if rep["linked"] else ""))
+        lines.extend(f"  + {f}" for f in rep.files_added)
+        if rep.state_backup:
+            lines.append(f"  state file rewritten; old one kept as {rep.state_backup}")
+        lines.append("  originals untouched" + ("; data hard-linked" if rep.linked else ""))
     lines.append(f"SavedModel: {r.export_path}")
-    lines.append(f"  from checkpoint {r.export['checkpoint']}")
+    lines.append(f"  from checkpoint {r.export.checkpoint}")
     if r.verify is not None:
         v = r.verify
         lines.append(
-            f"verified: loads, serves ({', '.join(v['signatures'])}), global_step "
-            f"{v['exported_step']}"
+            f"verified: loads, serves ({', '.join(v.signatures)}), global_step {v.exported_step}"
         )
-        lines.extend(_parity_lines(v))
+        lines.extend(_parity_lines(v.to_dict()))
     lines.append(f"done in {r.seconds:.2f} s")
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 def to_json(value: Any) -> Any:
     """``value`` as plain JSON types. Does not perform I/O."""
-    if isinstance(value, Serializable):
+    if isinstance(value, Serializable) or callable(getattr(value, "to_dict", None)):
         return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}

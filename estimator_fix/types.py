@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from estimator_fix.serialize import Serializable
+from estimator_fix import errors
+from estimator_fix.serialize import Serializable, hidden
+
+if TYPE_CHECKING:
+    from estimator_fix.checkpoint.index_file import Index
 
 SCAN_SCHEMA = "estimator-fix.scan/1"
 
@@ -27,6 +33,27 @@ class Verdict(enum.StrEnum):
     HEALTHY = "healthy"
     REPAIRABLE = "repairable"
     UNREPAIRABLE = "unrepairable"
+
+    @property
+    def exit_code(self) -> int:
+        """What ``scan`` exits with for this verdict: 0, 3 or 4. The one place that says so."""
+        return _VERDICT_EXIT[self]
+
+    @staticmethod
+    def worst_exit_code(counts: Mapping[str, int]) -> int:
+        """The exit code of many scans, worst verdict first, from verdict -> count.
+
+        Does not perform I/O.
+        """
+        worst = [v for v in (Verdict.UNREPAIRABLE, Verdict.REPAIRABLE) if counts.get(v.value)]
+        return worst[0].exit_code if worst else errors.EXIT_OK
+
+
+_VERDICT_EXIT = {
+    Verdict.HEALTHY: errors.EXIT_OK,
+    Verdict.REPAIRABLE: errors.EXIT_REPAIRABLE,
+    Verdict.UNREPAIRABLE: errors.EXIT_UNREPAIRABLE,
+}
 
 
 class Format(enum.StrEnum):
@@ -52,8 +79,6 @@ class EvidenceSource(enum.StrEnum):
     OPTIMIZER_ITERATIONS = "optimizer_iterations"  # Keras / TF2 optimizer `iter`/`iterations`
     TF2_STEP = "tf2_step"  # a TF2 `step` variable
     PREFIX_SUFFIX = "prefix_suffix"  # the `-N` of `model.ckpt-N`
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +147,8 @@ class CheckpointReport(Serializable):
     step: StepReport | None  # None when unreadable
     error: Problem | None  # set when the checkpoint cannot be read (corrupt, missing shard)
     tensors: tuple[TensorInfo, ...] = ()
+    # The parsed V2 index, carried so that no later stage parses it again (not in the JSON).
+    index: Index | None = hidden(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +186,8 @@ class ScanReport(Serializable):
     checkpoints: tuple[CheckpointReport, ...]
     problems: tuple[Problem, ...]
     stale_temporaries: tuple[str, ...] = ()
+    # The model directory's listing as scan read it: plan decides names from it (not in JSON).
+    names: tuple[str, ...] = hidden(default=(), compare=False, repr=False)
 
     def checkpoint(self, name_or_prefix: str) -> CheckpointReport | None:
         for c in self.checkpoints:

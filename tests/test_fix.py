@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from estimator_fix.checkpoint import bundle
+from estimator_fix.checkpoint import index_file
 from tests.conftest import TESTDATA, manifest, run_cli, tree_digest
 
 MANIFEST = manifest()
@@ -25,8 +25,8 @@ def _strip_step(model_dir: Path, prefix: str, *, new_key: str | None = None) -> 
     The index is rewritten entry for entry (same shard, offset, size, crc32c), which TensorFlow
     reads with checksums verified; the data files are not touched.
     """
-    path = bundle.index_path(str(model_dir / prefix))
-    index = bundle.read_index(path)
+    path = index_file.index_path(str(model_dir / prefix))
+    index = index_file.read_index(path)
     items = [(b"", index.header.raw_value)]
     for e in index.entries:
         if e.name == "global_step":
@@ -35,7 +35,7 @@ def _strip_step(model_dir: Path, prefix: str, *, new_key: str | None = None) -> 
             items.append((new_key.encode(), e.raw_value))
         else:
             items.append((e.key, e.raw_value))
-    Path(path).write_bytes(bundle.encode_index(items))
+    Path(path).write_bytes(index_file.encode_index(items))
 
 
 def _foreign_state_file(model_dir: Path) -> None:

@@ -71,12 +71,10 @@ Exit codes:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -86,15 +84,10 @@ from absl import app, flags
 
 from estimator_fix import errors, report
 from estimator_fix.cli import jobflags
-from estimator_fix.export import parse_assets_extra
-from estimator_fix.model_code.serving import ServingSpec
-from estimator_fix.model_code.userspec import ModelSpec, parse_params
+from estimator_fix.options import Job
 from estimator_fix.scan import scan
-from estimator_fix.types import ScanReport, Verdict
 
 PROG = "estimator-fix"
-_INT64_MAX = 2**63 - 1
-
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The model directory to work on.")
 _WORKERS = flags.DEFINE_integer(
     "workers",
@@ -138,93 +131,7 @@ _COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
         "tolerance",
     ),
 }
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "scan": ("model_dir",),
-    "repair": ("model_dir",),
-    "export": ("model_dir", "export_dir"),
-    "verify": ("export_dir",),
-    "fix": ("model_dir", "export_dir"),
-}
 _OUR_FLAGS = tuple(sorted({f for fs in _COMMAND_FLAGS.values() for f in fs}))
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """The flags, read once in ``main``; library code never reads FLAGS."""
-
-    command: str
-    model_dir: str | None
-    checkpoint: str | None
-    json: bool
-    step: int | None
-    output_dir: str | None
-    dry_run: bool
-    drop_renamed: bool
-    export_dir: str | None
-    serving: ServingSpec
-    model: ModelSpec
-    as_text: bool
-    assets_extra: dict[str, str] | None
-    mode: str
-    inputs: str | None
-    tolerance: float
-    model_dirs: str | None = None
-    manifest: str | None = None
-    workers: int | None = None
-    results: str | None = None
-    resume: bool = False
-
-
-def _options(command: str) -> Options:
-    jobflags.check_pairs()
-    return Options(
-        command=command,
-        model_dir=_MODEL_DIR.value,
-        checkpoint=jobflags.CHECKPOINT.value,
-        json=jobflags.JSON.value,
-        step=jobflags.STEP.value,
-        output_dir=jobflags.OUTPUT_DIR.value,
-        dry_run=jobflags.DRY_RUN.value,
-        drop_renamed=jobflags.DROP_RENAMED.value,
-        export_dir=jobflags.EXPORT_DIR.value,
-        serving=ServingSpec(
-            input_fn=jobflags.SERVING_INPUT_FN.value,
-            features=jobflags.SERVING_FEATURES.value,
-            format=jobflags.SERVING_FORMAT.value or "example",
-        ),
-        model=ModelSpec(
-            estimator=jobflags.ESTIMATOR.value,
-            model_fn=jobflags.MODEL_FN.value,
-            params=parse_params(jobflags.PARAMS.value),
-        ),
-        as_text=jobflags.AS_TEXT.value,
-        assets_extra=parse_assets_extra(jobflags.ASSETS_EXTRA.value),
-        mode=jobflags.MODE.value or "predict",
-        inputs=jobflags.INPUTS.value,
-        tolerance=1e-5 if jobflags.TOLERANCE.value is None else jobflags.TOLERANCE.value,
-        model_dirs=jobflags.MODEL_DIRS.value,
-        manifest=jobflags.MANIFEST.value,
-        workers=_WORKERS.value,
-        results=_RESULTS.value,
-        resume=_RESUME.value,
-    )
-
-
-def _check_model_flags(command: str) -> None:
-    has_model = jobflags.ESTIMATOR.value is not None or jobflags.MODEL_FN.value is not None
-    has_serving = (
-        jobflags.SERVING_INPUT_FN.value is not None or jobflags.SERVING_FEATURES.value is not None
-    )
-    if command in ("export", "fix"):
-        if not has_model:
-            raise _usage_error(f"`{command}` needs --estimator or --model_fn")
-        if not has_serving:
-            raise _usage_error(f"`{command}` needs --serving_input_fn or --serving_features")
-    if command == "verify" and has_model != (_MODEL_DIR.value is not None):
-        raise _usage_error(
-            "`verify` compares with the checkpoint only given both --model_dir and "
-            "--estimator/--model_fn"
-        )
 
 
 def _usage_error(message: str) -> errors.UsageError:
@@ -250,58 +157,40 @@ def _check_flags(argv: Sequence[str]) -> str:
                 raise _usage_error(f"--{name} goes with --model_dirs or --manifest")
     elif _RESUME.value and not _RESULTS.value:
         raise _usage_error("--resume needs --results, the file that says what is done")
-    for name in _REQUIRED[command]:
-        if fleet and (name == "model_dir" or jobflags.MANIFEST.value is not None):
-            continue  # each directory (or manifest line) brings its own
-        if flags.FLAGS[name].value in (None, ""):
-            needs = "--model_dir or --model_dirs" if name == "model_dir" else f"--{name}"
-            raise _usage_error(f"`{command}` needs {needs}")
-    if jobflags.MANIFEST.value is None:
-        _check_model_flags(command)
     return command
 
 
-def _run_scan(opts: Options) -> int:
-    assert opts.model_dir is not None
+def _run_scan(opts: Job) -> int:
     result = scan(opts.model_dir, checkpoint=opts.checkpoint)
-    _emit(opts, result.to_dict(), report.scan_text(result))
-    return _scan_exit_code(result)
+    _emit(result.to_dict(), report.scan_text(result))
+    return result.verdict.exit_code
 
 
-def _scan_exit_code(result: ScanReport) -> int:
-    return {
-        Verdict.HEALTHY: errors.EXIT_OK,
-        Verdict.REPAIRABLE: errors.EXIT_REPAIRABLE,
-        Verdict.UNREPAIRABLE: errors.EXIT_UNREPAIRABLE,
-    }[result.verdict]
-
-
-def _run_repair(opts: Options) -> int:
+def _run_repair(opts: Job) -> int:
     from estimator_fix import plan as plan_lib
     from estimator_fix import repair as repair_lib
 
-    assert opts.model_dir is not None
     scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
     the_plan = plan_lib.plan(
         scanned, step=opts.step, output_dir=opts.output_dir, drop_renamed=opts.drop_renamed
     )
     if opts.dry_run or the_plan.is_noop:
-        _emit(opts, the_plan.to_dict(), report.plan_text(the_plan))
+        _emit(the_plan.to_dict(), report.plan_text(the_plan))
         return errors.EXIT_OK
     result = repair_lib.repair(the_plan)
-    _emit(opts, result.to_dict(), report.repair_text(result))
+    _emit(result.to_dict(), report.repair_text(result))
     return errors.EXIT_OK
 
 
-def _run_export(opts: Options) -> int:
+def _run_export(opts: Job) -> int:
     from estimator_fix import export as export_lib
-    from estimator_fix import fix as fix_lib
+    from estimator_fix.model_code.build import load_model
 
-    assert opts.model_dir is not None and opts.export_dir is not None
+    assert opts.export_dir is not None
     base = export_lib.check_export_base(opts.export_dir)
     scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
     assert scanned.target is not None
-    loaded = fix_lib.load_model(opts.model, opts.serving)
+    loaded = load_model(opts.model, opts.serving)
     try:
         result = export_lib.export(
             loaded.estimator,
@@ -313,26 +202,26 @@ def _run_export(opts: Options) -> int:
             assets_extra=opts.assets_extra,
         )
     finally:
-        shutil.rmtree(loaded.scratch_dir, ignore_errors=True)
-    _emit(opts, result.to_dict(), report.export_text(result))
+        loaded.close()
+    _emit(result.to_dict(), report.export_text(result))
     return errors.EXIT_OK
 
 
-def _run_verify(opts: Options) -> int:
-    from estimator_fix import fix as fix_lib
+def _run_verify(opts: Job) -> int:
     from estimator_fix import verify as verify_lib
+    from estimator_fix.model_code.build import LoadedModel, load_model
 
     assert opts.export_dir is not None
     saved_model = verify_lib.resolve_saved_model(opts.export_dir)
     inputs = verify_lib.load_inputs(opts.inputs) if opts.inputs else None
     estimator = None
     checkpoint = None
-    scratch = None
-    if opts.model_dir is not None:
+    loaded: LoadedModel | None = None
+    if opts.model_dir:
         scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
         checkpoint = scanned.target
-        loaded = fix_lib.load_model(opts.model, None)
-        estimator, scratch = loaded.estimator, loaded.scratch_dir
+        loaded = load_model(opts.model, None)
+        estimator = loaded.estimator
     try:
         result = verify_lib.verify(
             saved_model,
@@ -343,59 +232,42 @@ def _run_verify(opts: Options) -> int:
             tolerance=opts.tolerance,
         )
     finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
-    _emit(opts, result.to_dict(), report.verify_text(result))
+        if loaded is not None:
+            loaded.close()
+    _emit(result.to_dict(), report.verify_text(result))
     return errors.EXIT_OK if result.ok else errors.EXIT_EXPORT_FAILED
 
 
-def _run_fix(opts: Options) -> int:
+def _run_fix(opts: Job) -> int:
     from estimator_fix import fix as fix_lib
 
-    assert opts.model_dir is not None and opts.export_dir is not None
-    result = fix_lib.fix(
-        fix_lib.FixOptions(
-            model_dir=opts.model_dir,
-            model=opts.model,
-            serving=opts.serving,
-            export_dir=opts.export_dir,
-            checkpoint=opts.checkpoint,
-            step=opts.step,
-            output_dir=opts.output_dir,
-            drop_renamed=opts.drop_renamed,
-            dry_run=opts.dry_run,
-            mode=opts.mode,
-            as_text=opts.as_text,
-            assets_extra=opts.assets_extra,
-            inputs=opts.inputs,
-            tolerance=opts.tolerance,
-        )
-    )
-    _emit(opts, result.to_dict(), report.fix_text(result))
+    result = fix_lib.fix(opts)
+    _emit(result.to_dict(), report.fix_text(result))
     return errors.EXIT_OK
 
 
-def _run_fleet(opts: Options) -> int:
+def _run_fleet(template: Job) -> int:
     from estimator_fix import fleet
+    from estimator_fix.cli.progress import progress_for
 
-    template = jobflags.job_template(opts.command)
-    if opts.manifest is not None:
-        jobs: list[fleet.Job | fleet.BadLine] = list(fleet.read_manifest(opts.manifest, template))
+    manifest, model_dirs = jobflags.MANIFEST.value, jobflags.MODEL_DIRS.value
+    if manifest is not None:
+        jobs: list[Job | fleet.BadLine] = list(fleet.read_manifest(manifest, template))
     else:
-        assert opts.model_dirs is not None
-        jobs = list(fleet.jobs_for_dirs(fleet.expand_model_dirs(opts.model_dirs), template))
+        assert model_dirs is not None
+        jobs = list(fleet.jobs_for_dirs(fleet.expand_model_dirs(model_dirs), template))
     summary = fleet.run_fleet(
         jobs,
-        workers=opts.workers or fleet.default_workers(),
-        results_path=opts.results,
-        resume=opts.resume,
-        progress=fleet.progress_for(sys.stderr),
+        workers=_WORKERS.value or fleet.default_workers(),
+        results_path=_RESULTS.value,
+        resume=_RESUME.value,
+        progress=progress_for(sys.stderr),
     )
-    _emit(opts, summary.to_dict(), summary.table())
+    _emit(summary.to_dict(), summary.table())
     return summary.exit_code
 
 
-_COMMANDS: dict[str, Callable[[Options], int]] = {
+_COMMANDS: dict[str, Callable[[Job], int]] = {
     "scan": _run_scan,
     "repair": _run_repair,
     "export": _run_export,
@@ -404,8 +276,8 @@ _COMMANDS: dict[str, Callable[[Options], int]] = {
 }
 
 
-def _emit(opts: Options, doc: dict[str, Any], text: str) -> None:
-    if opts.json:
+def _emit(doc: dict[str, Any], text: str) -> None:
+    if jobflags.JSON.value:
         json.dump(doc, sys.stdout, indent=2, sort_keys=False)
         sys.stdout.write("\n")
     else:
@@ -435,9 +307,14 @@ def main(argv: Sequence[str]) -> None:
     as_json = bool(jobflags.JSON.value)
     try:
         command = _check_flags(argv)
-        opts = _options(command)
-        fleet_mode = opts.model_dirs is not None or opts.manifest is not None
-        code = (_run_fleet if fleet_mode else _COMMANDS[command])(opts)
+        fleet_mode = jobflags.MODEL_DIRS.value is not None or jobflags.MANIFEST.value is not None
+        job = jobflags.job_template(command, model_dir=_MODEL_DIR.value or "")
+        if fleet_mode:
+            if jobflags.MANIFEST.value is None:  # else each line brings its own
+                job.validate(template=True)
+            code = _run_fleet(job)
+        else:
+            code = _COMMANDS[command](job.validate())
     except errors.Error as e:
         code = _fail(e, as_json=as_json)
     except KeyboardInterrupt:

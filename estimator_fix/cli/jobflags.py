@@ -1,24 +1,21 @@
 """The per-directory flags shared by `estimator-fix` and `tools/beam_fleet.py` (absl layer).
 
 Flags are module-level holders, read once by each binary's ``main``; library code never reads
-them. ``job_template`` turns them into the ``fleet.Job`` every directory starts from.
+them. ``job_template`` turns them into the ``options.Job`` every directory starts from; checks
+between flags are absl validators, checks of the job as a whole are ``Job.validate``.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from absl import flags
 
 from estimator_fix import errors
+from estimator_fix.checkpoint.keys import INT64_MAX
 from estimator_fix.export import parse_assets_extra
 from estimator_fix.model_code.userspec import parse_params
-
-if TYPE_CHECKING:
-    from estimator_fix.fleet import Job
-
-_INT64_MAX = 2**63 - 1
+from estimator_fix.options import DEFAULT_TOLERANCE, Job
 
 CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Checkpoint prefix (basename or path) to use instead of the latest."
@@ -29,7 +26,7 @@ STEP = flags.DEFINE_integer(
     None,
     "The training step to give global_step; overrides all evidence.",
     lower_bound=0,
-    upper_bound=_INT64_MAX,
+    upper_bound=INT64_MAX,
 )
 OUTPUT_DIR = flags.DEFINE_string(
     "output_dir",
@@ -84,31 +81,51 @@ flags.mark_flags_as_mutual_exclusive(["estimator", "model_fn"])
 flags.mark_flags_as_mutual_exclusive(["serving_input_fn", "serving_features"])
 
 
-def check_pairs() -> None:
-    """Flags that only make sense with another one.
+flags.register_multi_flags_validator(
+    ["params", "model_fn"],
+    lambda f: f["params"] is None or f["model_fn"] is not None,
+    message="--params goes with --model_fn",
+)
+flags.register_multi_flags_validator(
+    ["serving_format", "serving_features"],
+    lambda f: f["serving_format"] is None or f["serving_features"] is not None,
+    message="--serving_format goes with --serving_features",
+)
 
-    Raises:
-      errors.UsageError: one of them is given without its partner.
-    """
-    if PARAMS.value is not None and MODEL_FN.value is None:
-        raise errors.UsageError("--params goes with --model_fn")
-    if SERVING_FORMAT.value is not None and SERVING_FEATURES.value is None:
-        raise errors.UsageError("--serving_format goes with --serving_features")
+# The per-directory flags each fleet command takes (`estimator-fix` and tools/beam_fleet.py).
+REPAIR_FLAGS = ("checkpoint", "step", "output_dir", "dry_run", "drop_renamed")
+EXPORT_FLAGS = (
+    "export_dir",
+    "serving_input_fn",
+    "serving_features",
+    "serving_format",
+    "estimator",
+    "model_fn",
+    "params",
+    "mode",
+    "as_text",
+    "assets_extra",
+    "inputs",
+    "tolerance",
+)
+FLEET_COMMAND_FLAGS = {
+    "scan": ("checkpoint",),
+    "repair": REPAIR_FLAGS,
+    "fix": (*REPAIR_FLAGS, *EXPORT_FLAGS),
+}
 
 
-def job_template(command: str) -> Job:
-    """The flags as the ``fleet.Job`` each directory (or manifest line) starts from.
+def job_template(command: str, *, model_dir: str = "") -> Job:
+    """The flags as the ``Job`` of one directory, or the one every directory (or manifest
+    line) starts from (``model_dir`` empty). Not yet validated: see ``Job.validate``.
 
     Raises:
       errors.UsageError: bad --params or --assets_extra.
     """
-    from estimator_fix import fleet
-
-    check_pairs()
     assets = parse_assets_extra(ASSETS_EXTRA.value)
-    return fleet.Job(
+    return Job(
         command=command,
-        model_dir="",
+        model_dir=model_dir,
         checkpoint=CHECKPOINT.value,
         step=STEP.value,
         output_dir=OUTPUT_DIR.value,
@@ -125,7 +142,7 @@ def job_template(command: str) -> Job:
         as_text=AS_TEXT.value,
         assets_extra=dict(assets) if assets else None,
         inputs=INPUTS.value,
-        tolerance=1e-5 if TOLERANCE.value is None else TOLERANCE.value,
+        tolerance=DEFAULT_TOLERANCE if TOLERANCE.value is None else TOLERANCE.value,
     )
 
 
