@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,8 @@ import pytest
 pytest.importorskip("apache_beam")
 
 from estimator_fix import beam as fleet_beam
-from estimator_fix import fleet
+from estimator_fix import errors, fleet
+from estimator_fix.options import Job
 from tests.conftest import REPO, TESTDATA
 
 DIRECT_2 = (
@@ -50,20 +52,20 @@ def _mix(root: Path) -> Path:
     return root
 
 
-def _jobs(root: Path, command: str) -> list[fleet.Job | fleet.BadLine]:
-    jobs: list[fleet.Job | fleet.BadLine] = list(
+def _jobs(root: Path, command: str) -> list[Job | fleet.BadLine]:
+    jobs: list[Job | fleet.BadLine] = list(
         fleet.jobs_for_dirs(
-            fleet.expand_model_dirs(f"{root}/*"), fleet.Job(command=command, model_dir="")
+            fleet.expand_model_dirs(f"{root}/*"), Job(command=command, model_dir="")
         )
     )
     # What a manifest can hold besides jobs: a line that is not one, and a duplicate directory.
     jobs.append(fleet.BadLine(9, None, "jobs.jsonl:9: not valid JSON (column 1: x)", command))
-    jobs.append(fleet.Job(command=command, model_dir=str(root / "missing_step"), line=10))
+    jobs.append(Job(command=command, model_dir=str(root / "missing_step"), line=10))
     return jobs
 
 
 def _run(
-    jobs: Sequence[fleet.Job | fleet.BadLine],
+    jobs: Sequence[Job | fleet.BadLine],
     prefix: Path,
     *,
     attempts: bool = True,
@@ -80,10 +82,14 @@ def _lines(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+def _name(result: dict[str, Any]) -> str:
+    return Path(result["model_dir"]).name if result["model_dir"] else f"line {result['line']}"
+
+
 def _key(result: dict[str, Any]) -> tuple[Any, ...]:
     """What must agree between Beam and the fleet (paths differ: two copies)."""
     return (
-        Path(result["model_dir"]).name if result["model_dir"] else f"line {result['line']}",
+        _name(result),
         result["status"],
         result["exit_code"],
         result["verdict"],
@@ -92,10 +98,6 @@ def _key(result: dict[str, Any]) -> tuple[Any, ...]:
         result["step"],
         (result["error"] or {}).get("type"),
     )
-
-
-def _name(result: dict[str, Any]) -> str:
-    return Path(result["model_dir"]).name if result["model_dir"] else f"line {result['line']}"
 
 
 def _fixed_indexes(model_dir: Path) -> list[str]:
@@ -131,7 +133,7 @@ def _check_against_fleet(
     # the duplicate at launch).
     assert os.getpid() not in {r["worker_pid"] for r in done + failed if r["line"] is None}
     beam_summary = fleet_beam.read_summary(outputs)
-    assert beam_summary["exit_code"] == summary.exit_code == fleet.EXIT_FLEET_FAILED
+    assert beam_summary["exit_code"] == summary.exit_code == errors.EXIT_FLEET_FAILED
     as_fleet = fleet_beam.fleet_summary(beam_summary, seconds=1.0, workers=2)
     for field in ("command", "total", "done", "failed", "by_verdict", "by_exit_code"):
         assert getattr(as_fleet, field) == getattr(summary, field), field
@@ -188,7 +190,7 @@ def test_retried_bundles_replay_their_results(tmp_path: Path) -> None:
 # --- the DoFn and the CombineFn, in this process -------------------------------------------
 
 
-def _process(fn: fleet_beam.RunJobFn, job: fleet.Job) -> dict[str, Any]:
+def _process(fn: fleet_beam.RunJobFn, job: Job) -> dict[str, Any]:
     (out,) = list(fn.process(job.to_dict()))
     return out if isinstance(out, dict) else out.value
 
@@ -200,7 +202,7 @@ def _listing(root: Path) -> list[str]:
 def test_run_job_fn_replays_a_recorded_attempt(tmp_path: Path) -> None:
     model_dir = _mix(tmp_path / "models") / "missing_step"
     attempts = tmp_path / "attempts" / "run1"
-    job = fleet.Job(command="repair", model_dir=str(model_dir))
+    job = Job(command="repair", model_dir=str(model_dir))
     first_worker = fleet_beam.RunJobFn(attempts_dir=str(attempts))
     first_worker.setup()
     first = _process(first_worker, job)
@@ -214,9 +216,9 @@ def test_run_job_fn_replays_a_recorded_attempt(tmp_path: Path) -> None:
     assert _listing(tmp_path / "models") == after_first
 
     # A record of another job (other options) is not replayed; a scan is never recorded.
-    other = fleet.Job(command="repair", model_dir=str(model_dir), drop_renamed=True)
+    other = Job(command="repair", model_dir=str(model_dir), drop_renamed=True)
     assert _process(retry_worker, other)["repaired"] is False
-    assert _process(retry_worker, fleet.Job(command="scan", model_dir=str(model_dir)))
+    assert _process(retry_worker, Job(command="scan", model_dir=str(model_dir)))
     assert len(list(attempts.iterdir())) == 2
     assert _fixed_indexes(model_dir) == ["model.ckpt-fixed-6.index"]
 
@@ -225,7 +227,7 @@ def test_run_job_fn_without_records_still_never_repairs_twice(tmp_path: Path) ->
     """Without attempt records a retry finds the directory healthy: no second repair, but its
     result says repaired false (why the pipeline keeps records)."""
     model_dir = _mix(tmp_path / "models") / "renamed_step"
-    job = fleet.Job(command="repair", model_dir=str(model_dir))
+    job = Job(command="repair", model_dir=str(model_dir))
     fn = fleet_beam.RunJobFn(attempts_dir=None)
     fn.setup()
     assert _process(fn, job)["repaired"] is True
@@ -237,44 +239,52 @@ def test_run_job_fn_without_records_still_never_repairs_twice(tmp_path: Path) ->
 def test_run_job_fn_routes_failures_to_the_dead_letter_tag(tmp_path: Path) -> None:
     fn = fleet_beam.RunJobFn(attempts_dir=None)
     fn.setup()
-    (out,) = list(fn.process(fleet.Job(command="scan", model_dir=str(tmp_path)).to_dict()))
+    (out,) = list(fn.process(Job(command="scan", model_dir=str(tmp_path)).to_dict()))
     assert out.tag == fleet_beam.FAILED_TAG
     assert out.value["error"]["type"] == "NotAModelDirError"
 
 
-def test_summary_fn_is_order_independent() -> None:
-    def result(i: int) -> dict[str, Any]:
-        failed = i % 3 == 0
-        return {
-            "model_dir": f"/m/d{i:03d}",
-            "line": None,
-            "status": "failed" if failed else "done",
-            "exit_code": 1 if failed else 3,
-            "verdict": None if failed else "repairable",
-            "error": {"type": "InputError", "message": f"/m/d{i:03d}: bad", "path": None}
-            if failed
-            else None,
-            "seconds": 0.5,
-        }
+def _summary_input(i: int) -> dict[str, Any]:
+    """A scan result: every third one failed, the rest repairable."""
+    failed = i % 3 == 0
+    error = {"type": "InputError", "message": f"/m/d{i:03d}: bad", "path": None}
+    return {
+        "model_dir": f"/m/d{i:03d}",
+        "line": None,
+        "status": "failed" if failed else "done",
+        "exit_code": 1 if failed else 3,
+        "verdict": None if failed else "repairable",
+        "error": error if failed else None,
+        "seconds": 0.5,
+    }
 
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_summary_fn_is_order_independent(seed: int) -> None:
+    """Any split into bundles, in any order, merged in any order: one summary, the expected one."""
     fn = fleet_beam.SummaryFn("scan")
-    results = [result(i) for i in range(300)]
+    results = [_summary_input(i) for i in range(300)]
+    shuffled = random.Random(seed).sample(results, len(results))
+    cuts = sorted(random.Random(seed).sample(range(1, 300), 3))
     accs = []
-    for part in (results[:7], results[7:150], results[150:]):
+    for lo, hi in zip([0, *cuts], [*cuts, 300], strict=True):
         acc = fn.create_accumulator()
-        for r in reversed(part):
+        for r in shuffled[lo:hi]:
             acc = fn.add_input(acc, r)
         accs.append(acc)
-    doc = fn.extract_output(fn.merge_accumulators(reversed(accs)))
+    random.Random(seed).shuffle(accs)
+    doc = fn.extract_output(fn.merge_accumulators(accs))
     one = fn.create_accumulator()
     for r in results:
         one = fn.add_input(one, r)
     assert doc == fn.extract_output(one)
     assert (doc["total"], doc["done"], doc["failed"]) == (300, 200, 100)
+    assert doc["by_verdict"] == {"repairable": 200}
     assert doc["by_exit_code"] == {"1": 100, "3": 200}
-    assert doc["failures"] == sorted(doc["failures"])
-    assert len(doc["failures"]) == fleet_beam.MAX_SUMMARY_FAILURES
-    assert doc["exit_code"] == fleet.EXIT_FLEET_FAILED
+    # The failure lines kept are the smallest ones, sorted: not whichever bundle came first.
+    everyone = sorted(f"/m/d{i:03d}: bad" for i in range(0, 300, 3))
+    assert doc["failures"] == everyone[: fleet_beam.MAX_SUMMARY_FAILURES]
+    assert doc["exit_code"] == errors.EXIT_FLEET_FAILED
     assert doc["work_seconds"] == 150.0
 
 
@@ -303,7 +313,7 @@ def test_tool_runs_a_scan_on_the_direct_runner(tmp_path: Path) -> None:
         *DIRECT_2,
         cwd=tmp_path,
     )
-    assert proc.returncode == fleet.EXIT_FLEET_FAILED, proc.stderr
+    assert proc.returncode == errors.EXIT_FLEET_FAILED, proc.stderr
     doc = json.loads(proc.stdout)
     assert (doc["total"], doc["done"], doc["failed"], doc["workers"]) == (6, 4, 2, 2)
     assert doc["by_verdict"] == {"healthy": 1, "repairable": 3}

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from estimator_fix import errors, fleet
+from estimator_fix.cli.progress import LogProgress, TerminalProgress, progress_for
+from estimator_fix.options import Job
 from tests.conftest import REPO, TESTDATA
 
 MODELS = str(TESTDATA / "models.py")
@@ -66,7 +68,7 @@ def _by_name(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _replace(job: fleet.Job, **changes: Any) -> fleet.Job:
+def _replace(job: Job, **changes: Any) -> Job:
     return dataclasses.replace(job, **changes)
 
 
@@ -132,7 +134,7 @@ def test_expand_usage_errors(tmp_path: Path, spec: str, expected: str) -> None:
 
 
 def test_jobs_for_dirs_needs_name_in_shared_export_dir(tmp_path: Path) -> None:
-    template = fleet.Job("fix", "", export_dir=str(tmp_path / "exports"), **DNN)
+    template = Job("fix", "", export_dir=str(tmp_path / "exports"), **DNN)
     with pytest.raises(errors.UsageError, match=r"put \{name\} in it"):
         fleet.jobs_for_dirs(["/m/a", "/m/b"], template)
     assert fleet.jobs_for_dirs(["/m/a"], template)[0].export_dir == str(tmp_path / "exports")
@@ -161,7 +163,7 @@ def test_read_manifest(tmp_path: Path) -> None:
         json.dumps({"model_dir": "/m/i", "params": '{"k": 2}', "model_fn": "x.py:fn"}),  # 11
     ]
     manifest.write_text("\n".join(lines) + "\n")
-    defaults = fleet.Job("fix", "", export_dir="/exports/{name}", tolerance=1e-3, step=None, **DNN)
+    defaults = Job("fix", "", export_dir="/exports/{name}", tolerance=1e-3, step=None, **DNN)
     items = fleet.read_manifest(str(manifest), defaults)
 
     assert [type(i).__name__ for i in items] == [
@@ -176,7 +178,7 @@ def test_read_manifest(tmp_path: Path) -> None:
         "Job",
     ]
     a, b = items[0], items[1]
-    assert isinstance(a, fleet.Job) and isinstance(b, fleet.Job)
+    assert isinstance(a, Job) and isinstance(b, Job)
     # Line values override the flags; the rest of the flags apply.
     assert (a.model_dir, a.export_dir, a.step, a.line) == ("/m/a", "/e/a", 6, 1)
     assert (a.estimator, a.tolerance, a.command) == (DNN["estimator"], 1e-3, "fix")
@@ -200,11 +202,11 @@ def test_read_manifest(tmp_path: Path) -> None:
     assert all(m.message.startswith(f"{manifest}:{n}: ") for n, m in bad.items())
     assert all(m.command == "fix" for m in bad.values())
     last = items[-1]
-    assert isinstance(last, fleet.Job) and last.params == {"k": 2} and last.line == 11
+    assert isinstance(last, Job) and last.params == {"k": 2} and last.line == 11
 
 
 def test_read_manifest_usage_errors(tmp_path: Path) -> None:
-    defaults = fleet.Job("fix", "", export_dir=str(tmp_path / "shared"), **DNN)
+    defaults = Job("fix", "", export_dir=str(tmp_path / "shared"), **DNN)
     with pytest.raises(errors.UsageError, match="cannot read the manifest"):
         fleet.read_manifest(str(tmp_path / "missing.jsonl"), defaults)
     empty = tmp_path / "empty.jsonl"
@@ -223,16 +225,16 @@ def test_read_manifest_usage_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("job", "exit_code", "error_type"),
     [
-        pytest.param(fleet.Job("frobnicate", "/nowhere"), 2, "UsageError", id="unknown-command"),
-        pytest.param(fleet.Job("fix", "/nowhere", **DNN), 2, "UsageError", id="fix-no-export"),
-        pytest.param(fleet.Job("scan", "/nowhere/at/all"), 1, "PathNotFoundError", id="missing"),
+        pytest.param(Job("frobnicate", "/nowhere"), 2, "UsageError", id="unknown-command"),
+        pytest.param(Job("fix", "/nowhere", **DNN), 2, "UsageError", id="fix-no-export"),
+        pytest.param(Job("scan", "/nowhere/at/all"), 1, "PathNotFoundError", id="missing"),
         pytest.param(
-            fleet.Job("repair", "/nowhere", output_dir="/x"), 1, "PathNotFoundError", id="repair"
+            Job("repair", "/nowhere", output_dir="/x"), 1, "PathNotFoundError", id="repair"
         ),
     ],
 )
-def test_run_job_never_raises(job: fleet.Job, exit_code: int, error_type: str) -> None:
-    result = fleet.run_job(job)
+def test_run_job_never_raises(job: Job, exit_code: int, error_type: str) -> None:
+    result = fleet.run_job(job).to_dict()
     json.dumps(result)  # JSON-able
     assert result["schema"] == fleet.RESULT_SCHEMA
     assert (result["status"], result["exit_code"]) == ("failed", exit_code)
@@ -245,7 +247,7 @@ def test_run_job_survives_sys_exit_in_user_code(tmp_path: Path) -> None:
     d = root / "missing_step"
     quitter = tmp_path / "quitter.py"
     quitter.write_text("import sys\n\nsys.exit(3)\n")
-    job = fleet.Job(
+    job = Job(
         "fix",
         str(d),
         export_dir=str(tmp_path / "e"),
@@ -253,13 +255,13 @@ def test_run_job_survives_sys_exit_in_user_code(tmp_path: Path) -> None:
         serving_input_fn=f"{quitter}:serving_input_fn",
     )
     summary = fleet.run_fleet(
-        [job, fleet.Job("scan", str(root / "dnn_classifier"))],
+        [job, Job("scan", str(root / "dnn_classifier"))],
         workers=1,
         results_path=None,
         resume=False,
     )
     assert (summary.done, summary.failed) == (1, 1)
-    result = fleet.run_job(job)
+    result = fleet.run_job(job).to_dict()
     assert (result["status"], result["error"]["type"]) == ("failed", "SystemExit")
     assert "called sys.exit(3)" in result["error"]["message"]
     assert result["changed"] == [] and not (tmp_path / "e").exists()
@@ -267,9 +269,9 @@ def test_run_job_survives_sys_exit_in_user_code(tmp_path: Path) -> None:
 
 def test_run_job_result_fields(tmp_path: Path) -> None:
     d = _mix(tmp_path / "m", ("missing_step",)) / "missing_step"
-    job = fleet.Job("repair", str(d), dry_run=True)
-    result = fleet.run_job(job)
-    assert set(result) == {
+    job = Job("repair", str(d), dry_run=True)
+    result = fleet.run_job(job).to_dict()
+    assert list(result) == [  # the documented order of the journal's keys
         "schema",
         "command",
         "model_dir",
@@ -288,26 +290,27 @@ def test_run_job_result_fields(tmp_path: Path) -> None:
         "attempt_key",
         "worker_pid",
         "finished_at",
-    }
+    ]
     assert result["status"] == "done" and result["repaired"] is False and result["step"] == 6
     assert result["problems"] == ["step_missing"] and result["dry_run"] is True
-    assert result["attempt_key"] == fleet.run_job(job)["attempt_key"]
-    assert result["attempt_key"] != fleet.Job("repair", str(d)).attempt_key
+    assert result["attempt_key"] == fleet.run_job(job).attempt_key
+    assert result["attempt_key"] != Job("repair", str(d)).attempt_key
 
 
 _NO_TF = """
 import json, sys
 from estimator_fix import fleet
+from estimator_fix.options import Job
 
 def main():
     dirs = sys.argv[1:]
-    single = [fleet.run_job(fleet.Job("scan", d)) for d in dirs]
+    single = [fleet.run_job(Job("scan", d)) for d in dirs]
     summary = fleet.run_fleet(
-        [fleet.Job("scan", d) for d in dirs], workers=int(WORKERS), results_path=None,
+        [Job("scan", d) for d in dirs], workers=int(WORKERS), results_path=None,
         resume=False,
     )
     print(json.dumps({
-        "codes": [r["exit_code"] for r in single],
+        "codes": [r.exit_code for r in single],
         "done": summary.done,
         "tensorflow": "tensorflow" in sys.modules,
     }))
@@ -343,7 +346,7 @@ def test_scan_never_imports_tensorflow(tmp_path: Path, workers: int) -> None:
 def test_fleet_scan(tmp_path: Path, workers: int) -> None:
     root = _mix(tmp_path / "models")
     results = tmp_path / "results.jsonl"
-    jobs = fleet.jobs_for_dirs(fleet.expand_model_dirs(f"{root}/*"), fleet.Job("scan", ""))
+    jobs = fleet.jobs_for_dirs(fleet.expand_model_dirs(f"{root}/*"), Job("scan", ""))
     seen: list[tuple[int, int]] = []
 
     summary = fleet.run_fleet(
@@ -365,7 +368,7 @@ def test_fleet_scan(tmp_path: Path, workers: int) -> None:
     assert (summary.total, summary.done, summary.failed, summary.skipped) == (8, 5, 3, 0)
     assert summary.by_verdict == {"healthy": 1, "repairable": 3, "unrepairable": 1}
     assert summary.by_exit_code == {0: 1, 1: 3, 3: 3, 4: 1}
-    assert summary.exit_code == fleet.EXIT_FLEET_FAILED
+    assert summary.exit_code == errors.EXIT_FLEET_FAILED
     assert summary.workers == workers and summary.worker_restarts == 0
     table = summary.table()
     assert f"  {'failed':<16}{3:>8}" in table and "exit code 9" in table
@@ -382,7 +385,7 @@ def test_fleet_scan(tmp_path: Path, workers: int) -> None:
 )
 def test_fleet_scan_exit_code(tmp_path: Path, names: tuple[str, ...], exit_code: int) -> None:
     root = _mix(tmp_path / "m", names)
-    jobs = [fleet.Job("scan", str(root / n)) for n in names]
+    jobs = [Job("scan", str(root / n)) for n in names]
     summary = fleet.run_fleet(jobs, workers=1, results_path=None, resume=False)
     assert summary.failed == 0 and summary.exit_code == exit_code
 
@@ -394,7 +397,7 @@ def _fixed_indexes(d: Path) -> list[str]:
 def test_fleet_repair_resume_and_retry(tmp_path: Path) -> None:
     root = _mix(tmp_path / "models")
     results = tmp_path / "results.jsonl"
-    jobs = fleet.jobs_for_dirs(fleet.expand_model_dirs(f"{root}/*"), fleet.Job("repair", ""))
+    jobs = fleet.jobs_for_dirs(fleet.expand_model_dirs(f"{root}/*"), Job("repair", ""))
 
     first = fleet.run_fleet(jobs, workers=2, results_path=str(results), resume=False)
 
@@ -410,7 +413,7 @@ def test_fleet_repair_resume_and_retry(tmp_path: Path) -> None:
         assert _fixed_indexes(root / name) == ["model.ckpt-fixed-6.index"]
     assert got["dnn_classifier"]["repaired"] is False and got["dnn_classifier"]["changed"] == []
     assert "pass --step" in got["conflicting_step"]["error"]["message"]
-    assert (first.done, first.failed, first.exit_code) == (3, 5, fleet.EXIT_FLEET_FAILED)
+    assert (first.done, first.failed, first.exit_code) == (3, 5, errors.EXIT_FLEET_FAILED)
 
     # --resume: the three done directories are skipped, the five failed ones run again.
     second = fleet.run_fleet(jobs, workers=2, results_path=str(results), resume=True)
@@ -441,10 +444,10 @@ def test_fleet_survives_a_worker_that_dies(tmp_path: Path) -> None:
     shutil.copytree(TESTDATA / "missing_step", root / "crashing")
     results = tmp_path / "results.jsonl"
     dry = [
-        fleet.Job("fix", str(root / n), export_dir=str(tmp_path / "e" / n), dry_run=True, **DNN)
+        Job("fix", str(root / n), export_dir=str(tmp_path / "e" / n), dry_run=True, **DNN)
         for n in names
     ]
-    dying = fleet.Job(
+    dying = Job(
         "fix",
         str(root / "crashing"),
         export_dir=str(tmp_path / "e" / "crashing"),
@@ -470,19 +473,19 @@ def test_fleet_survives_a_worker_that_dies(tmp_path: Path) -> None:
     assert "(exit code" not in message or "(exit code 7)" in message
     # Broken once with the others in flight, once more alone: then it is known to be the one.
     assert (summary.done, summary.failed, summary.worker_restarts) == (3, 1, 2)
-    assert summary.exit_code == fleet.EXIT_FLEET_FAILED
+    assert summary.exit_code == errors.EXIT_FLEET_FAILED
 
 
 def test_fleet_bad_lines_and_duplicates(tmp_path: Path) -> None:
     root = _mix(tmp_path / "models", ("missing_step", "dnn_classifier"))
     results = tmp_path / "results.jsonl"
     out = str(tmp_path / "out" / "shared")
-    jobs: list[fleet.Job | fleet.BadLine] = [
-        fleet.Job("repair", str(root / "missing_step"), dry_run=True, line=1),
+    jobs: list[Job | fleet.BadLine] = [
+        Job("repair", str(root / "missing_step"), dry_run=True, line=1),
         fleet.BadLine(2, None, "jobs.jsonl:2: not valid JSON (column 3: x)", "repair"),
-        fleet.Job("repair", str(root / "missing_step"), dry_run=True, line=3),
-        fleet.Job("repair", str(root / "dnn_classifier"), output_dir=out, dry_run=False, line=4),
-        fleet.Job("repair", str(tmp_path / "elsewhere"), output_dir=out, line=5),
+        Job("repair", str(root / "missing_step"), dry_run=True, line=3),
+        Job("repair", str(root / "dnn_classifier"), output_dir=out, dry_run=False, line=4),
+        Job("repair", str(tmp_path / "elsewhere"), output_dir=out, line=5),
     ]
     summary = fleet.run_fleet(jobs, workers=1, results_path=str(results), resume=False)
     by_line = {r["line"]: r for r in _results(results)}
@@ -504,7 +507,7 @@ def test_fleet_bad_lines_and_duplicates(tmp_path: Path) -> None:
 def test_resume_reads_a_torn_journal(tmp_path: Path) -> None:
     root = _mix(tmp_path / "m", ("dnn_classifier", "missing_step"))
     results = tmp_path / "results.jsonl"
-    jobs = [fleet.Job("scan", str(root / n)) for n in ("dnn_classifier", "missing_step")]
+    jobs = [Job("scan", str(root / n)) for n in ("dnn_classifier", "missing_step")]
     fleet.run_fleet(jobs[:1], workers=1, results_path=str(results), resume=False)
     with results.open("a") as f:
         f.write('{"schema": "estimator-fix.result/1", "model_dir": "')  # a crash mid-line
@@ -525,12 +528,12 @@ def test_resume_ignores_dry_runs_and_other_commands(tmp_path: Path) -> None:
     root = _mix(tmp_path / "m", ("missing_step",))
     results = tmp_path / "results.jsonl"
     d = str(root / "missing_step")
-    fleet.run_fleet([fleet.Job("scan", d)], workers=1, results_path=str(results), resume=False)
+    fleet.run_fleet([Job("scan", d)], workers=1, results_path=str(results), resume=False)
     fleet.run_fleet(
-        [fleet.Job("repair", d, dry_run=True)], workers=1, results_path=str(results), resume=True
+        [Job("repair", d, dry_run=True)], workers=1, results_path=str(results), resume=True
     )
     summary = fleet.run_fleet(
-        [fleet.Job("repair", d, dry_run=True)], workers=1, results_path=str(results), resume=True
+        [Job("repair", d, dry_run=True)], workers=1, results_path=str(results), resume=True
     )
     assert (summary.skipped, summary.done) == (0, 1)
 
@@ -588,7 +591,7 @@ def _result(status: str, name: str = "/m/a") -> dict[str, Any]:
 
 def test_terminal_progress() -> None:
     out = io.StringIO()
-    bar = fleet.TerminalProgress(out, width=10, min_interval=0.0)
+    bar = TerminalProgress(out, width=10, min_interval=0.0)
     bar(1, 4, _result("done"))
     bar(2, 4, _result("failed", "/m/b"))
     bar(4, 4, _result("done"))
@@ -600,7 +603,7 @@ def test_terminal_progress() -> None:
 
 def test_log_progress(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="absl")
-    log = fleet.LogProgress(interval_seconds=3600, percent_step=50)
+    log = LogProgress(interval_seconds=3600, percent_step=50)
     for i in range(1, 11):
         log(i, 10, _result("failed" if i == 3 else "done"))
     lines = [r.getMessage() for r in caplog.records]
@@ -615,8 +618,8 @@ def test_progress_for_picks_by_tty() -> None:
         def isatty(self) -> bool:
             return True
 
-    assert isinstance(fleet.progress_for(Tty()), fleet.TerminalProgress)
-    assert isinstance(fleet.progress_for(io.StringIO()), fleet.LogProgress)
+    assert isinstance(progress_for(Tty()), TerminalProgress)
+    assert isinstance(progress_for(io.StringIO()), LogProgress)
     assert fleet.default_workers() >= 1
 
 
@@ -640,13 +643,13 @@ def test_fleet_fix_from_manifest(tmp_path: Path) -> None:
         )
         + "\n"
     )
-    defaults = fleet.Job("fix", "", export_dir=str(exports / "{name}"), **DNN)
+    defaults = Job("fix", "", export_dir=str(exports / "{name}"), **DNN)
     jobs = fleet.read_manifest(str(manifest), defaults)
     results = tmp_path / "results.jsonl"
 
     summary = fleet.run_fleet(jobs, workers=2, results_path=str(results), resume=False)
 
-    assert (summary.done, summary.failed, summary.exit_code) == (2, 1, fleet.EXIT_FLEET_FAILED)
+    assert (summary.done, summary.failed, summary.exit_code) == (2, 1, errors.EXIT_FLEET_FAILED)
     by_line = {r["line"]: r for r in _results(results)}
     assert by_line[3]["error"]["type"] == "ManifestError"
     assert "'estimator' must be a non-empty string" in by_line[3]["error"]["message"]
@@ -664,7 +667,7 @@ def test_unwritable_results_file_is_a_usage_error(tmp_path: Path) -> None:
     root = _mix(tmp_path / "m", ("dnn_classifier",))
     with pytest.raises(errors.UsageError, match="cannot open for appending"):
         fleet.run_fleet(
-            [fleet.Job("scan", str(root / "dnn_classifier"))],
+            [Job("scan", str(root / "dnn_classifier"))],
             workers=1,
             results_path=str(tmp_path / "no" / "such" / "dir" / "results.jsonl"),
             resume=False,

@@ -62,18 +62,18 @@ import logging as std_logging
 import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from estimator_fix import errors, fleet
+from estimator_fix import errors, fleet, tfenv
 from estimator_fix.cli import jobflags
+from estimator_fix.options import FLEET_COMMANDS, Job
 from estimator_fix.storage import fs
 
 PROG = "beam_fleet"
 
-_COMMAND = flags.DEFINE_enum("command", None, list(fleet.COMMANDS), "The work per directory.")
+_COMMAND = flags.DEFINE_enum("command", None, list(FLEET_COMMANDS), "The work per directory.")
 _RESULTS = flags.DEFINE_string(
     "results", None, "Output prefix: PREFIX-done.jsonl, PREFIX-failed.jsonl, PREFIX-summary.json."
 )
@@ -89,33 +89,11 @@ flags.mark_flag_as_required("results")
 flags.mark_flags_as_mutual_exclusive(["model_dirs", "manifest"], required=True)
 
 
-_REPAIR_FLAGS = ("checkpoint", "step", "output_dir", "dry_run", "drop_renamed")
-_FIX_ONLY = (
-    "export_dir",
-    "serving_input_fn",
-    "serving_features",
-    "serving_format",
-    "estimator",
-    "model_fn",
-    "params",
-    "mode",
-    "as_text",
-    "assets_extra",
-    "inputs",
-    "tolerance",
-)
-_COMMAND_FLAGS = {  # the per-directory flags each command takes, as `estimator-fix` has them
-    "scan": ("checkpoint",),
-    "repair": _REPAIR_FLAGS,
-    "fix": (*_REPAIR_FLAGS, *_FIX_ONLY),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Options:
     """The flags, read once in ``main``."""
 
-    template: fleet.Job  # the per-directory defaults; model_dir empty
+    template: Job  # the per-directory defaults; model_dir empty
     model_dirs: str | None
     manifest: str | None
     results: str
@@ -127,17 +105,13 @@ class Options:
 
 def _options(beam_args: Sequence[str]) -> Options:
     command = str(_COMMAND.value)  # required
-    for name in sorted(set(_REPAIR_FLAGS + _FIX_ONLY) - set(_COMMAND_FLAGS[command])):
+    every = set(jobflags.REPAIR_FLAGS + jobflags.EXPORT_FLAGS)
+    for name in sorted(every - set(jobflags.FLEET_COMMAND_FLAGS[command])):
         if flags.FLAGS[name].present:
             raise errors.UsageError(f"--{name} is not a flag of `{command}`")
-    if command == "fix" and jobflags.MANIFEST.value is None:
-        if jobflags.EXPORT_DIR.value is None:
-            raise errors.UsageError("`fix` needs --export_dir (with {name} in it)")
-        if jobflags.ESTIMATOR.value is None and jobflags.MODEL_FN.value is None:
-            raise errors.UsageError("`fix` needs --estimator or --model_fn")
-        if jobflags.SERVING_INPUT_FN.value is None and jobflags.SERVING_FEATURES.value is None:
-            raise errors.UsageError("`fix` needs --serving_input_fn or --serving_features")
     template = jobflags.job_template(command)
+    if jobflags.MANIFEST.value is None:  # else each line brings its own
+        template.validate(template=True)
     return Options(
         template=template,
         model_dirs=jobflags.MODEL_DIRS.value,
@@ -187,7 +161,7 @@ def _check_beam_args(args: Sequence[str]) -> None:
 # --- running ----------------------------------------------------------------------------------
 
 
-def _jobs(opts: Options) -> list[fleet.Job | fleet.BadLine]:
+def _jobs(opts: Options) -> list[Job | fleet.BadLine]:
     if opts.manifest is not None:
         return list(fleet.read_manifest(opts.manifest, opts.template))
     assert opts.model_dirs is not None
@@ -273,15 +247,14 @@ def main(argv: Sequence[str]) -> None:
         )
         code = 130
     except Exception as e:  # the runner's failure: one line, the runner logged the details
-        message = " ".join(str(e).split())[:2000] or type(e).__name__
+        message = errors.one_line(e, limit=2000)
         sys.stderr.write(f"{PROG}: error: the pipeline failed: {type(e).__name__}: {message}\n")
         code = errors.EXIT_BAD_INPUT
     sys.exit(code)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+    tfenv.quiet_tensorflow()
     # Beam without its [gcp] extra warns on import that BigQuery is unavailable (not used here);
     # it logs every stage at INFO and relays each worker's start-up warnings.
     std_logging.getLogger().addFilter(lambda r: not str(r.msg).startswith("apitools not found"))
@@ -289,6 +262,4 @@ if __name__ == "__main__":
     std_logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
         std_logging.ERROR
     )
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(keras|tensorflow).*")
     app.run(main, flags_parser=functools.partial(jobflags.parse_flags, prog=PROG, known_only=True))
