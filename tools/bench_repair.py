@@ -15,7 +15,7 @@ What it does:
      each time on a fresh hard-linked copy of the model directory (`cp -al`, so copying is
      free and the originals are never written; their stat and the bytes of their index and
      state file are checked after every run):
-       naive   a script written into the work directory: graph mode, a variable for every
+       naive   tools/bench_children/naive_add_step.py: graph mode, a variable for every
                key of the checkpoint, restore them all with a `Saver`, add `global_step` with
                `tf.compat.v1.train.get_or_create_global_step()` assigned the step, and
                `Saver.save` everything to a new prefix in the same directory;
@@ -38,7 +38,6 @@ at the end unless --keep). It needs about twice the checkpoint's size free (the 
 plus one naive output at a time):
   bench_repair-XXXX/
     model/                   checkpoint, model.ckpt-1234.index, model.ckpt-1234.data-00000-of-00001
-    naive_add_step.py        the naive recipe
     logs/<method>-<r>.{out,err}
     runs/<method>-<r>/       the hard-linked copy of one run (removed after it is measured)
 
@@ -63,7 +62,7 @@ import time
 from collections.abc import Sequence
 
 from absl import app, flags, logging
-from benchlib import BenchError, measure, tail
+from benchlib import BenchError, child_script, measure, tail
 
 _BIG_TENSORS = flags.DEFINE_integer(
     "big_tensors", 30, "Number of big float32 tensors in the checkpoint.", lower_bound=0
@@ -95,40 +94,6 @@ GOAL_DISK_BYTES = 2**20
 _MB = 10**6
 _MIB = 2**20
 _SMALL_SHAPE = (16, 16)
-
-NAIVE_SCRIPT = '''\
-"""The naive recipe: a variable for every key, restore all, add global_step, save all again."""
-
-import sys
-
-import tensorflow as tf
-
-
-def main(model_dir: str, step: int) -> None:
-    prefix = tf.train.latest_checkpoint(model_dir)
-    reader = tf.train.load_checkpoint(prefix)
-    dtypes = reader.get_variable_to_dtype_map()
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = {
-            name: tf.compat.v1.get_variable(name, shape=shape, dtype=dtypes[name])
-            for name, shape in tf.train.list_variables(prefix)
-        }
-        global_step = tf.compat.v1.train.get_or_create_global_step()
-        assign = global_step.assign(step)
-        restorer = tf.compat.v1.train.Saver(var_list=variables)
-        saver = tf.compat.v1.train.Saver(var_list={**variables, "global_step": global_step})
-        with tf.compat.v1.Session(graph=graph) as sess:
-            restorer.restore(sess, prefix)
-            sess.run(global_step.initializer)
-            sess.run(assign)
-            saved = saver.save(sess, model_dir + "/model.ckpt-naive", global_step=step)
-    print(saved)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
-'''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,16 +256,16 @@ def fingerprint(model_dir: str) -> dict[str, tuple[int, int, int, str]]:
 # --- running ------------------------------------------------------------------------------------
 
 
-def command(method: str, copy: str, naive_script: str) -> list[str]:
+def command(method: str, copy: str) -> list[str]:
     """The child's command line for ``method`` on ``copy``. Does not perform I/O."""
     if method == NAIVE:
-        return [sys.executable, naive_script, copy, str(STEP)]
+        return [sys.executable, child_script("naive_add_step"), copy, str(STEP)]
     if method == OURS:
         return [sys.executable, "-m", "estimator_fix", "repair", f"--model_dir={copy}"]
     return [sys.executable, "-c", "import tensorflow"]
 
 
-def run_one(method: str, repeat: int, *, work: str, generated: Generated, naive_script: str) -> Run:
+def run_one(method: str, repeat: int, *, work: str, generated: Generated) -> Run:
     """One measured run of ``method`` on a fresh hard-linked copy of the model directory.
 
     Raises:
@@ -312,7 +277,7 @@ def run_one(method: str, repeat: int, *, work: str, generated: Generated, naive_
     before = inode_sizes(copy)
     os.sync()
     log_stem = os.path.join(work, "logs", f"{method}-{repeat}")
-    measured = measure(command(method, copy, naive_script), cwd=work, log_stem=log_stem)
+    measured = measure(command(method, copy), cwd=work, log_stem=log_stem)
     wall, rss = measured.wall, measured.peak_rss_bytes
     if measured.exit_code != 0:
         raise BenchError(
@@ -423,9 +388,6 @@ def bench(config: Config, work: str) -> tuple[str, bool]:
         raise BenchError(f"{work}: {free / 2**30:.1f} GiB free, needs {need / 2**30:.1f} GiB")
     os.makedirs(os.path.join(work, "logs"))
     os.makedirs(os.path.join(work, "runs"))
-    naive_script = os.path.join(work, "naive_add_step.py")
-    with open(naive_script, "w") as f:
-        f.write(NAIVE_SCRIPT)
     logging.info("generating the checkpoint in %s", work)
     generated = generate_model(
         os.path.join(work, "model"),
@@ -440,7 +402,7 @@ def bench(config: Config, work: str) -> tuple[str, bool]:
         generated.seconds,
     )
     runs = [
-        run_one(method, r, work=work, generated=generated, naive_script=naive_script)
+        run_one(method, r, work=work, generated=generated)
         for r in range(config.repeats)
         for method in order(r)
     ]

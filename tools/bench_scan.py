@@ -15,11 +15,11 @@ What it does:
        int32_step `global_step` stored as int32 (every other directory of the third case);
        foreign    healthy files, but the state file names /home/alice/models/run7/model.ckpt-N.
      So a third is healthy and two thirds are repairable.
-  2. Scans every directory in ONE fresh process (`python -c` importing `estimator_fix.scan` and
-     calling `scan(d)` for each), --repeats times. The figure is that process's whole wall time,
-     interpreter start-up and imports included; the median is reported. The run fails if
-     TensorFlow was imported in that process or if any directory's verdict (or its expected
-     problem code) differs from what was generated.
+  2. Scans every directory in ONE fresh process (tools/bench_children/scan_dirs.py: imports
+     `estimator_fix.scan` and calls `scan(d)` for each), --repeats times. The figure is that
+     process's whole wall time, interpreter start-up and imports included; the median is
+     reported. The run fails if TensorFlow was imported in that process or if any directory's
+     verdict (or its expected problem code) differs from what was generated.
   3. The anchor users have today: `python -m tensorflow.python.tools.inspect_checkpoint
      --file_name=<prefix> --all_tensor_names`, one process per directory, on --anchor_sample
      directories spread over the cases (each process's output is checked to list every tensor).
@@ -57,7 +57,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags, logging
-from benchlib import EXPECTED, FIRST_STEP, BenchError, Case, Writer
+from benchlib import (
+    EXPECTED,
+    REPO_ROOT,
+    BenchError,
+    Case,
+    ModelDir,
+    child_env,
+    child_script,
+    generate,
+)
 
 _NUM_DIRS = flags.DEFINE_integer(
     "num_dirs", 1000, "Model directories to generate and scan.", lower_bound=1
@@ -92,22 +101,12 @@ flags.register_multi_flags_validator(
     message="--anchor_sample must not exceed --num_dirs",
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOAL_DIRS = 1000
 GOAL_SECONDS = 10.0
 GOAL_RATIO = 50.0
 
-# The scan process: reads directory paths from stdin, prints a JSON document to stdout.
-_SCAN_SNIPPET = """\
-import json, sys
-from estimator_fix.scan import scan
-results = []
-for d in sys.stdin.read().splitlines():
-    r = scan(d)
-    results.append([r.verdict.value, sorted(p.code for p in r.problems)])
-tf = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow."))
-json.dump({"results": results, "tensorflow_modules": tf}, sys.stdout)
-"""
+# The cases of the third third, in turn (see the module docstring).
+OTHERS = (Case.INT32_STEP, Case.FOREIGN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,14 +123,6 @@ class Options:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelDir:
-    path: str
-    prefix: str
-    case: Case
-    tensor_count: int
-
-
-@dataclasses.dataclass(frozen=True)
 class Measurement:
     method: str
     directories: int
@@ -140,45 +131,7 @@ class Measurement:
     dirs_per_second: float
 
 
-# --- generation -------------------------------------------------------------------------------
-
-
-def case_for(i: int) -> Case:
-    """A third healthy, a third without a step, a third int32 step / foreign state file."""
-    if i % 3 == 0:
-        return Case.HEALTHY
-    if i % 3 == 1:
-        return Case.NO_STEP
-    return Case.INT32_STEP if (i // 3) % 2 == 0 else Case.FOREIGN
-
-
-def _offsets(step: int) -> tuple[int, float]:
-    """What a checkpoint's int64 and float32 values are shifted by. Pure."""
-    i = step - FIRST_STEP
-    return i, i * 1e-3
-
-
-def generate(root: str, *, num_dirs: int, tensors_per_dir: int) -> list[ModelDir]:
-    """Writes ``num_dirs`` model directories under ``root`` in this one (eager) process."""
-    writer = Writer(tensors_per_dir, offsets=_offsets)
-    dirs = []
-    for i in range(num_dirs):
-        case = case_for(i)
-        step = FIRST_STEP + i
-        path = os.path.join(root, f"d{i:04d}-{case.value}")
-        count = writer.write(path, case, step)
-        prefix = os.path.join(path, f"model.ckpt-{step}")
-        dirs.append(ModelDir(path=path, prefix=prefix, case=case, tensor_count=count))
-    return dirs
-
-
 # --- measuring --------------------------------------------------------------------------------
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
 
 
 def _tail(text: str, lines: int = 5) -> str:
@@ -214,12 +167,12 @@ def bench_scan(dirs: Sequence[ModelDir], repeats: int) -> Measurement:
     for r in range(repeats):
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", _SCAN_SNIPPET],
+            [sys.executable, child_script("scan_dirs")],
             input=paths,
             capture_output=True,
             text=True,
             cwd=REPO_ROOT,
-            env=_env(),
+            env=child_env(),
             check=False,
         )
         seconds = time.perf_counter() - start
@@ -260,7 +213,7 @@ def bench_anchor(dirs: Sequence[ModelDir]) -> Measurement:
             capture_output=True,
             text=True,
             cwd=REPO_ROOT,
-            env=_env(),
+            env=child_env(),
             check=False,
         )
         seconds = time.perf_counter() - start
@@ -399,7 +352,7 @@ def run(opts: Options) -> Result:
     root, ours_to_remove = _prepare_workdir(opts.workdir)
     try:
         start = time.perf_counter()
-        dirs = generate(root, num_dirs=opts.num_dirs, tensors_per_dir=opts.tensors_per_dir)
+        dirs = generate(root, num_dirs=opts.num_dirs, tensors=opts.tensors_per_dir, others=OTHERS)
         generation_seconds = time.perf_counter() - start
         logging.info(
             "generated %d model dirs in %s in %.2f s (not part of the benchmark)",

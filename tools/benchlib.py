@@ -1,17 +1,21 @@
-"""What the benchmark scripts in tools/ share: the measured child process, and the fleet's trees.
+"""What the benchmark scripts in tools/ share: paths, the measured child process, the trees.
 
 The scripts are run as ``python tools/bench_<x>.py``, which puts tools/ on ``sys.path``, so they
 import this file as the sibling module ``benchlib`` (tools/ is no package). It defines no flags.
+Their child processes are the scripts in tools/bench_children/, run as
+``python tools/bench_children/<name>.py args`` (``child_script``) with ``child_env()``.
 
 Measuring (bench_repair.py, bench_export.py, bench_fleet.py):
-  ``measure(cmd, cwd=..., log_stem=...)`` runs ``cmd`` as a whole process through a small
-  launcher and returns a ``Measured``: exit code, wall seconds, peak RSS, CPU seconds and the
-  wall-clock (epoch) times at spawn and when reaped. ``<log_stem>.out`` and ``.err`` get the
-  child's output, ``<log_stem>.rusage`` the launcher's figures.
+  ``measure(cmd, cwd=..., log_stem=...)`` runs ``cmd`` as a whole process through
+  tools/bench_children/launch.py and returns a ``Measured``: exit code, wall seconds, peak RSS,
+  CPU seconds and the wall-clock (epoch) times at spawn and when reaped. ``<log_stem>.out`` and
+  ``.err`` get the child's output, ``<log_stem>.rusage`` the launcher's figures.
 
 Model directories (bench_scan.py, bench_fleet.py):
-  ``Writer`` writes small V2 checkpoints of Estimator-like tensors and a state file, one per
-  ``Case``; ``EXPECTED`` is the verdict and problem code ``estimator_fix.scan`` must give each.
+  ``generate(root, num_dirs=..., tensors=..., others=...)`` writes the trees of both: a third
+  healthy, a third without a step, a third cycling over ``others``. ``Writer`` writes one small
+  V2 checkpoint of Estimator-like tensors and a state file per ``Case``; ``EXPECTED`` is the
+  verdict and problem code ``estimator_fix.scan`` must give each.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import enum
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILDREN = os.path.join(REPO_ROOT, "tools", "bench_children")
+CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # what the estimator-fix CLI sets; same for all
 
 
 class BenchError(RuntimeError):
@@ -30,30 +38,26 @@ class BenchError(RuntimeError):
     subject or the machine is not what the benchmark needs."""
 
 
+def child_script(name: str) -> str:
+    """The path of ``tools/bench_children/<name>.py``. Does not perform I/O."""
+    return os.path.join(CHILDREN, f"{name}.py")
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment with ``CHILD_ENV`` over it: every child's environment."""
+    return {**os.environ, **CHILD_ENV}
+
+
+def link_copy(src: str, dst: str) -> None:
+    """A hard-linked copy of the tree ``src`` (``cp -al``): new directories, the same inodes."""
+    subprocess.run(["cp", "-al", src, dst], check=True)
+
+
 # --- measuring ----------------------------------------------------------------------------------
 
-# A tiny launcher between the benchmark and each measured child. Linux carries a process's peak
-# RSS across exec and a forked child starts with its parent's resident pages, so ``ru_maxrss`` of
-# a child forked straight from the benchmark (which may have imported TensorFlow and held a
-# generated checkpoint) would be at least the benchmark's own RSS. So the child is spawned from
-# this ~10 MB process and reaped with ``os.wait4``, which gives the rusage of that one child and
-# of the children it waited for: ``ru_maxrss`` is the largest process of its tree, ``ru_utime +
-# ru_stime`` the CPU time of the tree. Runs do not see each other's peaks either, as a
-# ``RUSAGE_CHILDREN`` delta would. argv: result file, then the command. Writes
-# "<exit code> <wall seconds> <ru_maxrss KiB> <CPU seconds> <epoch at spawn> <epoch when reaped>".
-_LAUNCHER = """\
-import os, sys, time
-epoch_start = time.time()
-start = time.perf_counter()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-epoch_end = time.time()
-cpu = usage.ru_utime + usage.ru_stime
-with open(sys.argv[1], "w") as f:
-    f.write(f"{os.waitstatus_to_exitcode(status)} {wall!r} {usage.ru_maxrss} {cpu!r} "
-            f"{epoch_start!r} {epoch_end!r}")
-"""
+# The launcher (tools/bench_children/launch.py) sits between the benchmark and each measured
+# child, so that this process's RSS does not leak into the child's peak; see its docstring.
+LAUNCHER = child_script("launch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +81,7 @@ def tail(path: str, lines: int = 15) -> str:
 def measure(
     cmd: Sequence[str], *, cwd: str, log_stem: str, env: Mapping[str, str] | None = None
 ) -> Measured:
-    """Runs ``cmd`` in ``cwd`` through the launcher (see ``_LAUNCHER``) and reaps it.
+    """Runs ``cmd`` in ``cwd`` through the launcher and reaps it.
 
     ``env`` is the child's environment (None: this process's). The wall time is taken in the
     launcher, around spawn and wait.
@@ -88,7 +92,7 @@ def measure(
     result = log_stem + ".rusage"
     with open(log_stem + ".out", "wb") as out, open(log_stem + ".err", "wb") as err:
         launcher = subprocess.run(
-            [sys.executable, "-c", _LAUNCHER, result, *cmd],
+            [sys.executable, LAUNCHER, result, *cmd],
             cwd=cwd,
             env=env,
             stdout=out,
@@ -154,6 +158,12 @@ def tensor_specs(count: int) -> list[tuple[str, str, tuple[int, ...]]]:
     return out
 
 
+def offsets(step: int) -> tuple[int, float]:
+    """What a checkpoint's int64 and float32 values are shifted by, so that no two directories
+    of a tree hold the same bytes. Pure."""
+    return step % 997, step * 1e-6
+
+
 def _state_text(prefix: str) -> str:
     return f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n'
 
@@ -165,7 +175,7 @@ class Writer:
     key, each value shifted by ``offsets(step)``: (added to int64 tensors, added to float32 ones).
     """
 
-    def __init__(self, tensors: int, *, offsets: Callable[[int], tuple[int, float]]) -> None:
+    def __init__(self, tensors: int) -> None:
         import numpy as np
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -173,7 +183,6 @@ class Writer:
 
         self._np = np
         self._tf = tf
-        self._offsets = offsets
         specs = tensor_specs(tensors - 1)
         rng = np.random.default_rng(0)
         self._names = [name for name, _, _ in specs]
@@ -193,7 +202,7 @@ class Writer:
         os.makedirs(path)
         prefix = os.path.join(path, f"model.ckpt-{step}")
         keys = list(self._names)
-        int_offset, float_offset = self._offsets(step)
+        int_offset, float_offset = offsets(step)
         values: list[Any] = [
             b + (int_offset if b.dtype == np.int64 else float_offset) for b in self._base
         ]
@@ -218,3 +227,44 @@ class Writer:
         with open(os.path.join(path, "checkpoint"), "w") as f:
             f.write(_state_text(named))
         return len(keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDir:
+    """One generated model directory."""
+
+    name: str  # the basename: d0001-no_step
+    path: str
+    prefix: str  # its one checkpoint, model.ckpt-<step>
+    case: Case
+    step: int
+    tensor_count: int  # keys in the checkpoint, the step key included where there is one
+
+
+def case_for(i: int, others: Sequence[Case]) -> Case:
+    """A third healthy, a third without a step, a third cycling over ``others``. Pure."""
+    if i % 3 == 0:
+        return Case.HEALTHY
+    if i % 3 == 1:
+        return Case.NO_STEP
+    return others[(i // 3) % len(others)]
+
+
+def generate(root: str, *, num_dirs: int, tensors: int, others: Sequence[Case]) -> list[ModelDir]:
+    """Writes ``d<i>-<case>`` for i < ``num_dirs`` under ``root``, in this one (eager) process.
+
+    Directory i holds ``model.ckpt-<FIRST_STEP + i>`` of ``tensors`` tensors (one fewer where
+    its case has no step key) and a state file; its case is ``case_for(i, others)``.
+    """
+    writer = Writer(tensors)
+    os.makedirs(root, exist_ok=True)
+    dirs = []
+    for i in range(num_dirs):
+        case = case_for(i, others)
+        step = FIRST_STEP + i
+        name = f"d{i:04d}-{case.value}"
+        path = os.path.join(root, name)
+        count = writer.write(path, case, step)
+        prefix = os.path.join(path, f"model.ckpt-{step}")
+        dirs.append(ModelDir(name, path, prefix, case, step, count))
+    return dirs
