@@ -1,4 +1,4 @@
-"""Stage 2: decide what a repair will do, from the scan alone. Performs no I/O beyond the scan.
+"""Stage 2: decide what a repair will do, from the scan alone. Does not perform I/O.
 
 The step value is taken from evidence in this order, and the plan names the evidence it used:
 
@@ -9,18 +9,23 @@ The step value is taken from evidence in this order, and the plan names the evid
 
 Evidence that disagrees, or no evidence at all, raises ``StepEvidenceError``: the tool never
 guesses a step and never defaults to 0.
+
+The plan also decides every name the repair writes (``storage.names``), from the directory
+listing and the parsed indexes the scan carries: ``--dry_run`` prints exactly what ``repair``
+writes. The decisions read nothing from disk; the one question the scan cannot answer, what an
+``--output_dir`` already holds (``storage.outputs.inspect_output_dir``), is asked once, first,
+so that a dry run refuses what the repair would refuse.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 
 from estimator_fix import errors
-from estimator_fix.checkpoint.state_file import STATE_FILENAME
-from estimator_fix.scan import STEP_KEY
-from estimator_fix.storage import atomic, fs
+from estimator_fix.checkpoint.index_file import Index
+from estimator_fix.checkpoint.keys import INT64_MAX, STEP_KEY
+from estimator_fix.serialize import Serializable, hidden
+from estimator_fix.storage import fs, names, outputs
 from estimator_fix.types import (
     CheckpointReport,
     EvidenceSource,
@@ -34,8 +39,6 @@ from estimator_fix.types import (
 )
 
 PLAN_SCHEMA = "estimator-fix.plan/1"
-FIXED_INFIX = "-fixed-"
-_INT64_MAX = 2**63 - 1
 
 _SOURCE_RANK = {
     EvidenceSource.STEP_KEY: 1,
@@ -47,7 +50,7 @@ _SOURCE_RANK = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class Plan(Serializable):
     """What ``repair`` will write. ``actions`` is the same in words."""
 
     schema: str
@@ -68,19 +71,10 @@ class Plan:
     warnings: tuple[str, ...]
     actions: tuple[str, ...]
     is_noop: bool
-
-    def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = [v.to_dict() if hasattr(v, "to_dict") else v for v in value]
-            elif hasattr(value, "to_dict"):
-                value = value.to_dict()
-            elif isinstance(value, Format):
-                value = value.value
-            out[f.name] = value
-        return out
+    # ``new_prefix`` already holds exactly this repair (an interrupted run's): reuse it.
+    adopt_existing: bool = hidden(default=False)
+    # The source's parsed index (V2), from the scan: the repair does not parse it again.
+    source_index: Index | None = hidden(default=None, compare=False, repr=False)
 
 
 def choose_step(target: CheckpointReport, step: int | None) -> StepEvidence:
@@ -91,8 +85,8 @@ def choose_step(target: CheckpointReport, step: int | None) -> StepEvidence:
       errors.StepEvidenceError: no evidence, or evidence that disagrees, and no ``step``.
     """
     if step is not None:
-        if not 0 <= step <= _INT64_MAX:
-            raise errors.UsageError(f"--step={step}: must be between 0 and {_INT64_MAX}")
+        if not 0 <= step <= INT64_MAX:
+            raise errors.UsageError(f"--step={step}: must be between 0 and {INT64_MAX}")
         return StepEvidence(EvidenceSource.FLAG, step, detail="--step")
     assert target.step is not None
     evidence = target.step.evidence
@@ -110,18 +104,6 @@ def choose_step(target: CheckpointReport, step: int | None) -> StepEvidence:
             path=target.prefix,
         )
     return min(evidence, key=lambda e: _SOURCE_RANK[e.source])
-
-
-def new_prefix_name(source_name: str, step: int, *, in_place: bool) -> str:
-    """The repaired checkpoint's basename; the step stays its ``-N`` suffix. Pure.
-
-    In place: ``model.ckpt-200`` -> ``model.ckpt-fixed-200`` (beside the original, whose name
-    it must not take). In a new directory: ``model.ckpt-200``.
-    """
-    head, _, tail = source_name.rpartition("-")
-    stem = head if head and tail.isdigit() else source_name
-    stem = re.sub(r"-fixed\d*$", "", stem)  # repairing a repaired checkpoint
-    return f"{stem}{FIXED_INFIX}{step}" if in_place else f"{stem}-{step}"
 
 
 def plan(
@@ -148,7 +130,7 @@ def plan(
     assert target is not None and target.step is not None and target.format is not None
     in_place = output_dir is None
     out_dir = report.model_dir if output_dir is None else fs.normalize(output_dir)
-    unfinished = False if in_place else _check_output_dir(report.model_dir, out_dir)
+    unfinished = False if in_place else outputs.inspect_output_dir(report.model_dir, out_dir)
     unrepairable = [p for p in report.problems if p.severity is Severity.UNREPAIRABLE]
     if unrepairable:
         raise errors.NotRepairableError(
@@ -184,10 +166,12 @@ def plan(
             warnings=warnings,
             actions=(f"nothing to do: {report.model_dir} is healthy",),
             is_noop=True,
+            source_index=target.index,
         )
 
     evidence: StepEvidence | None = None
     new_name: str | None = None
+    adopt = False
     replace: list[str] = []
     kept: str | None = None
     actions: list[str] = []
@@ -198,7 +182,7 @@ def plan(
         )
     if status is not StepStatus.OK:
         evidence = choose_step(target, step)
-        new_name = new_prefix_name(target.name, evidence.value, in_place=in_place)
+        new_name = names.repaired_name(target.name, evidence.value, in_place=in_place)
         if status in (StepStatus.WRONG_DTYPE, StepStatus.WRONG_SHAPE):
             replace.append(STEP_KEY)
             actions.append(
@@ -216,16 +200,19 @@ def plan(
                     actions.append(f"leave out the renamed step key {target.step.key!r}")
                 else:
                     kept = target.step.key
-        if target.format is Format.V1:
-            actions.append(f"convert {target.name} from V1 to V2, one tensor at a time")
-            verb = "write"
+        if in_place:
+            new_name, adopt = _free_or_identical(report, target, new_name, evidence.value, replace)
+        if adopt:
+            actions.append(f"reuse {new_name}: it already holds exactly this repair")
         else:
-            verb = "link"
-        actions.append(
-            f"{verb} the model's tensors unchanged into {new_name} "
-            f"({'hard links to the original data files' if verb == 'link' else 'new data file'}) "
-            "with a new index"
-        )
+            if target.format is Format.V1:
+                actions.append(f"convert {target.name} from V1 to V2, one tensor at a time")
+            how = "new data file" if target.format is Format.V1 else "hard links to the original"
+            verb = "write" if target.format is Format.V1 else "link"
+            actions.append(
+                f"{verb} the model's tensors unchanged into {new_name} ({how}"
+                f"{' data files' if verb == 'link' else ''}) with a new index"
+            )
     elif not in_place:
         new_name = target.name
         actions.append(f"link {target.name} unchanged into {out_dir}")
@@ -256,6 +243,8 @@ def plan(
         warnings=warnings,
         actions=tuple(actions),
         is_noop=False,
+        adopt_existing=adopt,
+        source_index=target.index,
     )
 
 
@@ -263,42 +252,53 @@ def _why(e: StepEvidence) -> str:
     return e.detail if e.key is None else f"{e.key} ({e.dtype})"
 
 
-def is_unfinished_output(names: list[str]) -> bool:
-    """An output directory an interrupted repair left: no state file, and our marker or only
-    our marked temporaries. Does not perform I/O.
+def _free_or_identical(
+    report: ScanReport,
+    target: CheckpointReport,
+    name: str,
+    step: int,
+    replace: list[str],
+) -> tuple[str, bool]:
+    """The first repaired name the directory does not hold, or one that already holds this
+    exact repair (adopted: a repair interrupted after its index was renamed into place but
+    before the state file was replaced; reusing it keeps the re-run from writing a second copy).
 
-    On object stores the marker is written before anything else and removed after the state
-    file is committed, so everything in such a directory was written by that repair and may be
-    removed. A directory with a state file is a finished output (a leftover marker in it is a
-    stale temporary) and is never emptied.
-    """
-    if STATE_FILENAME in names:
-        return False
-    return atomic.INCOMPLETE_MARKER in names or all(atomic.is_temporary(n) for n in names)
-
-
-def _check_output_dir(model_dir: str, out_dir: str) -> bool:
-    """Refuses an output directory that would mix with other files. True: it is unfinished.
+    Decided from the scan's listing and parsed indexes.
 
     Raises:
-      errors.UsageError: ``out_dir`` is the model directory, inside it, a file, or a directory
-        holding anything but an interrupted repair's leftovers.
+      errors.NotRepairableError: every candidate name holds another repair.
     """
-    if fs.has_scheme(out_dir) or fs.has_scheme(model_dir):
-        inside = out_dir == model_dir or out_dir.startswith(model_dir.rstrip("/") + "/")
-    else:
-        a, b = os.path.realpath(model_dir), os.path.realpath(out_dir)
-        inside = b == a or b.startswith(a + os.sep)
-    if inside:
-        raise errors.UsageError(
-            f"--output_dir={out_dir}: must not be the model directory or inside it; pick a "
-            "directory elsewhere"
-        )
-    if not fs.exists(out_dir):
-        return False
-    names = fs.listdir(out_dir) if fs.isdir(out_dir) else None
-    if names is not None and (not names or is_unfinished_output(names)):
-        return bool(names)
-    raise errors.UsageError(
-        f"--output_dir={out_dir}: already exists and is not an empty directory; pick a new path"
+    present = set(report.names)
+    for candidate in names.repaired_candidates(name):
+        if f"{candidate}.index" not in present:
+            return candidate, False
+        existing = report.checkpoint(candidate)
+        if existing is not None and _is_identical_repair(target, existing, step, replace):
+            return candidate, True
+    raise errors.NotRepairableError(
+        f"{fs.join(report.model_dir, name)}: {names.MAX_FIXED_CANDIDATES} repaired checkpoints "
+        "with this name exist; remove old ones",
+        path=fs.join(report.model_dir, name),
     )
+
+
+def _is_identical_repair(
+    target: CheckpointReport, existing: CheckpointReport, step: int, replace: list[str]
+) -> bool:
+    """``existing`` holds every entry of ``target`` that the repair keeps, byte for byte, plus
+    an int64 scalar ``global_step`` equal to ``step``, and nothing else."""
+    src, new = target.index, existing.index
+    if src is None or new is None or existing.step is None:
+        return False
+    status, key = existing.step.status, existing.step.key
+    if status is not StepStatus.OK or key != STEP_KEY:
+        return False
+    values = {e.value for e in existing.step.evidence if e.source is EvidenceSource.STEP_KEY}
+    if values != {step}:
+        return False
+    kept = [e for e in src.entries if e.is_slice or e.name not in replace]
+    by_key = {e.key: e.raw_value for e in new.entries}
+    # Exactly these keys: a key the plan leaves out (--drop_renamed) must not be there.
+    if set(by_key) != {e.key for e in kept} | {STEP_KEY.encode()}:
+        return False
+    return all(by_key[e.key] == e.raw_value for e in kept)

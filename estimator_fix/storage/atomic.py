@@ -1,10 +1,11 @@
-"""Temporary path -> validate -> finalize by rename. Every write of estimator-fix goes through here.
+"""Temporary path -> validate -> finalize by rename: the write helpers of every stage.
 
-Temporary files and directories carry ``TEMP_MARKER`` in their names so that a crashed run's
-leftovers are recognisable: ``scan`` reports them and ``repair`` removes them (never reuses them).
-A crash (even SIGKILL) at any instant therefore leaves: the original files as they were, the
-``checkpoint`` state file either old or new (``os.replace`` is atomic), and at most some
-marked temporaries or unreferenced new files that the next run cleans up.
+Temporary files and directories carry ``TEMP_MARKER`` in their names (``storage.names``) so
+that a crashed run's leftovers are recognisable: ``scan`` reports them and ``repair`` removes
+them (never reuses them). A crash (even SIGKILL) at any instant therefore leaves: the original
+files as they were, the ``checkpoint`` state file either old or new (``os.replace`` is
+atomic), and at most some marked temporaries or unreferenced new files that the next run
+cleans up.
 
 On filesystems with a scheme (``gs://``, ``ram://``) what is atomic is less: a single file
 rename (on GCS a server-side copy then delete: the destination object appears whole or not at
@@ -21,28 +22,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
-import secrets
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Iterator
 
 from estimator_fix import errors
 from estimator_fix.storage import fs
+from estimator_fix.storage.names import (  # the names this module writes
+    HOST,
+    LOCK_NAME,
+    temp_name,
+    temp_owner,
+)
 
-TEMP_MARKER = ".estimator-fix-tmp"
-LOCK_NAME = ".estimator-fix.lock"
-# Present in an --output_dir from the first write until the state file is committed: whatever
-# such a directory holds was written by an unfinished repair (see plan.is_unfinished_output).
-INCOMPLETE_MARKER = TEMP_MARKER + "-incomplete-output"
 _KILL_ENV = "ESTIMATOR_FIX_KILL_AT"
-
-
-def is_temporary(name: str) -> bool:
-    """Does not perform I/O."""
-    return TEMP_MARKER in name
 
 
 def failpoint(name: str) -> None:
@@ -51,22 +45,8 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:40] or "host"
-_TEMP_RE = re.compile(
-    re.escape(TEMP_MARKER) + r"-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-[0-9a-f]+-(?P<name>.+)$"
-)
-
-
-def temp_name(final_name: str) -> str:
-    """A unique temporary sibling name for ``final_name``: host and pid name its owner.
-
-    Does not perform I/O.
-    """
-    return f"{TEMP_MARKER}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}-{final_name}"
-
-
 def _owner_is_gone(host: str, pid: int) -> bool:
-    if host != _HOST:
+    if host != HOST:
         return False  # another machine's run: it may still be going; never ours to remove
     try:
         os.kill(pid, 0)
@@ -87,8 +67,8 @@ def remove_dead_temporaries(parent: str, final_name: str) -> tuple[str, ...]:
         return ()
     removed = []
     for name in fs.listdir(parent):
-        m = _TEMP_RE.match(name)
-        if m and m["name"] == final_name and _owner_is_gone(m["host"], int(m["pid"])):
+        owner = temp_owner(name, final_name)
+        if owner is not None and _owner_is_gone(*owner):
             path = fs.join(parent, name)
             remove_path(path)
             removed.append(path)
@@ -247,3 +227,46 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class LineLog:
+    """A local append-only log of lines (the fleet's results journal), each flushed as written.
+
+    A log grows by appends and is never replaced, so it cannot go through a temporary and a
+    rename. What keeps it readable is that each line is complete once ``append`` returns, and
+    that a last line a crash cut short is ended on opening, so that it costs only itself (a
+    reader skips it) and not the line appended after it.
+
+    Lines are flushed to the OS, not fsynced: a line survives this process being killed, and a
+    crash of the machine may lose the last lines, which costs a ``--resume`` only redoing them
+    (safe: every fleet job may be retried); an fsync per line would cost more than a scan.
+    """
+
+    def __init__(self, path: str) -> None:
+        """Opens ``path`` for appending (creating it), ending a torn last line first.
+
+        Raises:
+          OSError: the file exists but cannot be read, or cannot be opened for appending.
+        """
+        torn = False
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell():
+                    f.seek(-1, os.SEEK_END)
+                    torn = f.read(1) != b"\n"
+        except FileNotFoundError:
+            pass
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        if torn:
+            self.append("")
+
+    def append(self, line: str) -> None:
+        """Appends ``line`` and a newline. Raises OSError (the line may then be torn)."""
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Closes the file; every line was flushed, so only a failed append leaves a buffer."""
+        with contextlib.suppress(OSError):
+            self._file.close()
