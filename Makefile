@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check estimator_fix tools tests
+	$(BIN)/ruff format --check estimator_fix tools tests
 	$(BIN)/mypy
 
 test: lint

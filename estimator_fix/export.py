@@ -23,7 +23,7 @@ from typing import Any
 
 from estimator_fix import errors
 from estimator_fix.model_code.userspec import user_code
-from estimator_fix.storage import fs
+from estimator_fix.storage import atomic, fs
 
 EXPORT_SCHEMA = "estimator-fix.export/1"
 MODES = ("predict", "eval", "train")
@@ -236,8 +236,8 @@ def check_preflight(report: Preflight) -> None:
     keys = {p.key for p in (*report.missing, *report.mismatched)}
     if keys == {STEP_KEY}:
         raise errors.ModelMismatchError(
-            f"{report.checkpoint}: no usable int64 global_step (export would fail with \"Key "
-            "global_step not found\" or a dtype error); run `estimator-fix repair` first, or "
+            f'{report.checkpoint}: no usable int64 global_step (export would fail with "Key '
+            'global_step not found" or a dtype error); run `estimator-fix repair` first, or '
             "`estimator-fix fix` to repair and export in one go",
             path=report.checkpoint,
         )
@@ -309,25 +309,19 @@ def export(
 
 def _remove_failed_temps(base: str, before: set[str] | None) -> None:
     """A failed export leaves ``temp-<ts>/`` (and maybe ``base`` itself): remove ours only."""
-    import shutil
-
     if not fs.exists(base):
         return
     for name in fs.listdir(base):
         if before is not None and name in before:
             continue
         if name.startswith("temp-"):
-            path = fs.join(base, name)
-            if fs.has_scheme(path):
-                fs.rmtree(path)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+            atomic.remove_tree(fs.join(base, name))
     if before is None and not fs.listdir(base) and not fs.has_scheme(base):
-        os.rmdir(base)
+        atomic.remove_tree(base)
 
 
 def parse_assets_extra(values: list[str] | None) -> dict[str, str] | None:
-    """``--assets_extra=dest/in/assets.extra=/src/file`` (repeatable). Pure."""
+    """``--assets_extra=dest/in/assets.extra=/src/file`` (repeatable); each source must exist."""
     if not values:
         return None
     out = {}
@@ -339,4 +333,3 @@ def parse_assets_extra(values: list[str] | None) -> dict[str, str] | None:
             raise errors.UsageError(f"--assets_extra={v}: no such file {src}")
         out[dest] = src
     return out
-

@@ -21,7 +21,7 @@ from estimator_fix.model_code.build import load_model
 from estimator_fix.options import Job
 from estimator_fix.scan import scan
 from estimator_fix.serialize import Serializable
-from estimator_fix.storage import fs
+from estimator_fix.storage import atomic, fs
 from estimator_fix.types import Problem, ScanReport
 
 FIX_SCHEMA = "estimator-fix.fix/1"
@@ -53,7 +53,7 @@ def reject_export(export_path: str) -> str:
     """
     parent, name = fs.dirname(export_path), fs.basename(export_path)
     target = fs.join(parent, f"{REJECTED_PREFIX}{name}")
-    fs.replace(export_path, target)
+    atomic.replace(export_path, target)
     return target
 
 

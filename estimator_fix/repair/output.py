@@ -75,7 +75,7 @@ def _repair_to_output_dir(plan: Plan) -> RepairResult:
         atomic.failpoint("output-commit")
         if fs.exists(out):  # an empty directory (checked by plan): rename needs it gone
             with atomic.write_errors(out):
-                os.rmdir(out) if not fs.has_scheme(out) else fs.rmtree(out)
+                os.rmdir(out)
         atomic.replace(tmp, out)
     added = tuple(fs.join(out, n) for n in fs.listdir(out))
     return RepairResult(

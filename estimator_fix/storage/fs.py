@@ -197,17 +197,6 @@ def read_text(path: str) -> str:
         ) from e
 
 
-@contextmanager
-def translate_errors(path: str) -> Iterator[None]:
-    """Turns OS and TensorFlow file errors raised inside the block into our errors."""
-    try:
-        yield
-    except errors.Error:
-        raise
-    except OSError as e:
-        raise _translate(e, path) from e
-
-
 def _translate(e: OSError, path: str) -> errors.Error:
     where = e.filename or path
     if e.errno == errno.ENOENT:
