@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -257,18 +258,25 @@ def test_bad_features_spec(text: str) -> None:
     assert str(info.value).startswith("spec.json") and "\n" not in str(info.value)
 
 
+def _export_cli(
+    model_dir: Path, export_dir: Path, builder: str
+) -> subprocess.CompletedProcess[str]:
+    """``estimator-fix export`` with testdata/models.py's ``builder`` and its serving function."""
+    return run_cli(
+        "export",
+        f"--model_dir={model_dir}",
+        f"--export_dir={export_dir}",
+        f"--estimator={MODELS}:{builder}",
+        f"--serving_input_fn={MODELS}:{builder}_serving_input_fn",
+    )
+
+
 def test_export_cli_writes_nothing_into_the_model_dir(
     model_copy: Callable[[str], Path], tmp_path: Path
 ) -> None:
     d = model_copy("keras_object_based")  # model_to_estimator writes keras/ into its model_dir
     before = tree_digest(d)
-    result = run_cli(
-        "export",
-        f"--model_dir={d}",
-        f"--export_dir={tmp_path / 'out'}",
-        f"--estimator={MODELS}:keras_estimator",
-        f"--serving_input_fn={MODELS}:keras_estimator_serving_input_fn",
-    )
+    result = _export_cli(d, tmp_path / "out", "keras_estimator")
     assert result.returncode == 0, result.stderr
     assert tree_digest(d) == before
     assert "exported:" in result.stdout
@@ -278,13 +286,7 @@ def test_export_cli_on_a_broken_checkpoint_says_repair(
     model_copy: Callable[[str], Path], tmp_path: Path
 ) -> None:
     d = model_copy("missing_step")
-    result = run_cli(
-        "export",
-        f"--model_dir={d}",
-        f"--export_dir={tmp_path / 'out'}",
-        f"--estimator={MODELS}:dnn_classifier",
-        f"--serving_input_fn={MODELS}:dnn_classifier_serving_input_fn",
-    )
+    result = _export_cli(d, tmp_path / "out", "dnn_classifier")
     assert result.returncode == 8
     assert "global_step" in result.stderr and "repair" in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,7 +4,7 @@ Each run copies ``testdata/missing_step`` (no ``global_step``; the repair gives 
 the CLI as a separate process and kills it with SIGKILL, either
 
 * at a named failpoint (``ESTIMATOR_FIX_KILL_AT=<name>``: the process kills itself there), one
-  run per failpoint in ``repair.py``/``atomic.py``, or
+  run per failpoint in the code, or
 * from here, after a random delay: the delays are drawn with a seeded ``random.Random`` from
   strata spread over the duration of a normal run measured first, so every run stops the
   process at a different moment (most fall in the TensorFlow import and the build in the
@@ -13,11 +13,13 @@ the CLI as a separate process and kills it with SIGKILL, either
 After each kill: the original files are byte-identical, ``tf.train.latest_checkpoint`` finds a
 checkpoint and a graph-mode ``Saver`` restores every key it holds, then a re-run of the CLI exits
 0, the directory scans healthy with an int64 ``global_step`` of 6, and no temporaries or orphan
-files remain. The outcome counts are printed at the end (``test_summary``).
+files remain. A kill at a failpoint leaves a known state (``FAILPOINT_STATES``); the table of
+what each kill left behind is printed after the module's last test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -25,9 +27,9 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +37,9 @@ import pytest
 import tensorflow as tf
 
 from estimator_fix import scan
-from estimator_fix.storage import atomic
+from estimator_fix.storage import names
 from estimator_fix.types import Verdict
-from tests.conftest import REPO, TESTDATA, run_cli, tree_digest
+from tests.conftest import REPO, TESTDATA, cli_command, cli_env, run_cli, tree_digest
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +61,26 @@ FAILPOINTS = (
     "after-commit",
 )
 OUTPUT_FAILPOINTS = ("step-written", "index-written", "output-commit")
+# What a kill at each in-place failpoint leaves behind (see _classify).
+COMMITTED = "committed (state file names the repair)"
+COMPLETE = "complete checkpoint, state file not yet switched"
+ORPHANS = "data files renamed in, no index (orphans)"
+TEMP_NEW = "temporary dir with the new checkpoint's files"
+TEMP_STEP = "temporary dir with the step checkpoint being written"
+TEMP_EMPTY = "empty temporary dir (killed while TensorFlow loaded)"
+LOCK_ONLY = "lock file only"
+NOTHING = "nothing written"
+FAILPOINT_STATES = {
+    "step-written": TEMP_STEP,
+    "before-index": TEMP_NEW,
+    "index-written": TEMP_NEW,
+    "commit-data-0": TEMP_NEW,
+    "commit-data-1": ORPHANS,
+    "commit-index": ORPHANS,
+    "state-backup": COMPLETE,
+    "state-commit": COMPLETE,
+    "after-commit": COMMITTED,
+}
 RANDOM_KILLS = 12
 MIN_INPLACE_RUNS = 20
 SEED = 20240611
@@ -71,25 +93,50 @@ FRACTIONS = tuple(
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
+    """One kill whose checks all passed, for the table printed after the module."""
+
     run: str  # failpoint name or random-NN
     mode: str  # in_place / output_dir
     killed_at: str  # the failpoint, or the delay in seconds
     state: str  # what the kill left behind (see _classify)
-    checks: str  # "passed" once every check after the kill and the re-run passed
 
 
-OUTCOMES: list[Outcome] = []
+@pytest.fixture(scope="module")
+def outcomes(request: pytest.FixtureRequest) -> Iterator[list[Outcome]]:
+    """Collects the kills that passed; prints what they left behind. Asserts nothing."""
+    found: list[Outcome] = []
+    yield found
+    if not found:
+        return
+    in_place = [o for o in found if o.mode == "in_place"]
+    by_state = Counter(o.state for o in in_place)
+    lines = [
+        f"fault injection: {len(found)} SIGKILL runs passed ({len(in_place)} in place, "
+        f"{len(found) - len(in_place)} with --output_dir), seed {SEED}",
+        *(f"  {o.mode:10} {o.run:14} killed at {o.killed_at:14} -> {o.state}" for o in found),
+        "  in-place states after the kill:",
+        *(f"    {n:2d} x {state}" for state, n in by_state.most_common()),
+    ]
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    # As capsys.disabled(), which a module-scoped fixture cannot have.
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print("\n" + "\n".join(lines))
 
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _cli_command(model_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "estimator_fix", "repair", f"--model_dir={model_dir}", *extra]
+def _repair(
+    model_dir: Path, *extra: str, kill_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI's repair of ``model_dir``; with ``kill_at``, it kills itself at that failpoint."""
+    env = {"ESTIMATOR_FIX_KILL_AT": kill_at} if kill_at is not None else None
+    return run_cli("repair", f"--model_dir={model_dir}", *extra, env=env)
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+def _killed_at(failpoint: str, model_dir: Path, *extra: str) -> None:
+    proc = _repair(model_dir, *extra, kill_at=failpoint)
+    assert proc.returncode == -signal.SIGKILL, f"{failpoint} not reached: {proc.stderr}"
 
 
 def _fresh_copy(parent: Path, name: str) -> Path:
@@ -100,25 +147,25 @@ def _fresh_copy(parent: Path, name: str) -> Path:
 
 def _classify(model_dir: Path, before: dict[str, tuple[int, bytes]]) -> str:
     """What the kill left behind, from the most to the least advanced stage."""
-    names = set(os.listdir(model_dir))
+    files = set(os.listdir(model_dir))
     state = (model_dir / STATE).read_bytes()
     if state != before[STATE][1]:
-        return "committed (state file names the repair)"
-    if f"{FIXED}.index" in names:
-        return "complete checkpoint, state file not yet switched"
-    if any(n.startswith(f"{FIXED}.data-") for n in names):
-        return "data files renamed in, no index (orphans)"
-    temporaries = [model_dir / n for n in names if atomic.is_temporary(n)]
+        return COMMITTED
+    if f"{FIXED}.index" in files:
+        return COMPLETE
+    if any(n.startswith(f"{FIXED}.data-") for n in files):
+        return ORPHANS
+    temporaries = [model_dir / n for n in files if names.is_temporary(n)]
     if temporaries:
         inside = {m for t in temporaries if t.is_dir() for m in os.listdir(t)}
         if any(m.startswith(FIXED) for m in inside):
-            return "temporary dir with the new checkpoint's files"
+            return TEMP_NEW
         if inside:
-            return "temporary dir with the step checkpoint being written"
-        return "empty temporary dir (killed while TensorFlow loaded)"
-    if atomic.LOCK_NAME in names:
-        return "lock file only"
-    return "nothing written"
+            return TEMP_STEP
+        return TEMP_EMPTY
+    if names.LOCK_NAME in files:
+        return LOCK_ONLY
+    return NOTHING
 
 
 def _assert_originals(model_dir: Path, before: dict[str, tuple[int, bytes]]) -> None:
@@ -137,22 +184,22 @@ def _restore_everything(prefix: str) -> int:
     """A real graph-mode restore: a variable for every key of ``prefix``, one Saver. Key count."""
     reader = tf.train.load_checkpoint(prefix)
     dtypes, shapes = reader.get_variable_to_dtype_map(), reader.get_variable_to_shape_map()
-    names = sorted(dtypes)
+    keys = sorted(dtypes)
     graph = tf.Graph()
     with graph.as_default():
         variables = {
             name: tf.compat.v1.Variable(
                 np.zeros(shapes[name], dtypes[name].as_numpy_dtype), name=f"v{i}"
             )
-            for i, name in enumerate(names)
+            for i, name in enumerate(keys)
         }
         saver = tf.compat.v1.train.Saver(var_list=variables)
         with tf.compat.v1.Session(graph=graph) as sess:
             saver.restore(sess, prefix)
             values = sess.run(variables)
-    for name in names:
+    for name in keys:
         assert np.array_equal(values[name], reader.get_tensor(name)), name
-    return len(names)
+    return len(keys)
 
 
 def _assert_loads(model_dir: Path) -> str:
@@ -174,16 +221,16 @@ def _assert_repaired(model_dir: Path, before: dict[str, tuple[int, bytes]]) -> N
     assert int(reader.get_tensor("global_step")) == STEP
     _restore_everything(latest)
     _assert_originals(model_dir, before)
-    names = set(os.listdir(model_dir))
-    assert not [n for n in names if atomic.is_temporary(n)], "temporaries left"
-    backups = {n for n in names if n.startswith(f"{STATE}.bak-")}
+    files = set(os.listdir(model_dir))
+    assert not [n for n in files if names.is_temporary(n)], "temporaries left"
+    backups = {n for n in files if n.startswith(f"{STATE}.bak-")}
     expected = {
         f"{FIXED}.index",
         f"{FIXED}.data-00000-of-00002",
         f"{FIXED}.data-00001-of-00002",
-        atomic.LOCK_NAME,
+        names.LOCK_NAME,
     }
-    assert names - set(before) - backups == expected, "orphan or unexpected files"
+    assert files - set(before) - backups == expected, "orphan or unexpected files"
     assert backups, "the old state file was not backed up"
     for b in backups:
         assert (model_dir / b).read_bytes() == before[STATE][1]
@@ -194,20 +241,19 @@ def _assert_repaired(model_dir: Path, before: dict[str, tuple[int, bytes]]) -> N
 
 
 def _rerun(model_dir: Path, *extra: str) -> None:
-    proc = run_cli("repair", f"--model_dir={model_dir}", *extra)
+    proc = _repair(model_dir, *extra)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def _check_after_kill(
-    model_dir: Path, before: dict[str, tuple[int, bytes]], *, run: str, killed_at: str
-) -> None:
+def _check_after_kill(model_dir: Path, before: dict[str, tuple[int, bytes]]) -> str:
+    """Every check after an in-place kill and its re-run. What the kill left behind."""
     state = _classify(model_dir, before)
     _assert_originals(model_dir, before)
     _assert_loads(model_dir)
     _rerun(model_dir)
     _assert_repaired(model_dir, before)
-    OUTCOMES.append(Outcome(run, "in_place", killed_at, state, "passed"))
+    return state
 
 
 # --- the failpoints -----------------------------------------------------------------------------
@@ -216,27 +262,33 @@ def _check_after_kill(
 def test_failpoint_list_matches_the_code() -> None:
     """Every failpoint in the code is exercised here (a new one must be added to the lists)."""
     found: set[str] = set()
-    for module in ("repair.py", "atomic.py"):
-        source = (REPO / "estimator_fix" / module).read_text()
-        found |= set(re.findall(r'failpoint\(f?"([^"]+)"\)', source))
+    for module in sorted((REPO / "estimator_fix").rglob("*.py")):
+        found |= set(re.findall(r'failpoint\(f?"([^"]+)"\)', module.read_text()))
     in_code = {re.sub(r"\{\w+\}", "0", name) for name in found}
     assert in_code | {"commit-data-1"} == set(FAILPOINTS) | set(OUTPUT_FAILPOINTS)
+    assert list(FAILPOINT_STATES) == list(FAILPOINTS)
+
+
+def test_enough_distinct_kill_points() -> None:
+    """At least 20 in-place kills, each at a different point: every failpoint once, and one
+    random delay in each of RANDOM_KILLS disjoint strata of (2 %, 100 %) of a normal run."""
+    assert len(set(FAILPOINTS)) == len(FAILPOINTS)
+    assert len(FAILPOINTS) + len(FRACTIONS) >= MIN_INPLACE_RUNS
+    assert len(FRACTIONS) == RANDOM_KILLS
+    assert list(FRACTIONS) == sorted(set(FRACTIONS))
+    for i, fraction in enumerate(FRACTIONS):
+        low = 0.02 + 0.98 * i / RANDOM_KILLS
+        assert low <= fraction <= low + 0.98 / RANDOM_KILLS, (i, fraction)
 
 
 @pytest.mark.parametrize("failpoint", FAILPOINTS)
-def test_kill_at_failpoint(tmp_path: Path, failpoint: str) -> None:
+def test_kill_at_failpoint(tmp_path: Path, outcomes: list[Outcome], failpoint: str) -> None:
     model_dir = _fresh_copy(tmp_path, FIXTURE)
     before = tree_digest(model_dir)
-    proc = subprocess.run(
-        _cli_command(model_dir),
-        capture_output=True,
-        text=True,
-        env=_env(ESTIMATOR_FIX_KILL_AT=failpoint),
-        cwd=REPO,
-        timeout=300,
-    )
-    assert proc.returncode == -signal.SIGKILL, f"{failpoint} not reached: {proc.stderr}"
-    _check_after_kill(model_dir, before, run=failpoint, killed_at=failpoint)
+    _killed_at(failpoint, model_dir)
+    state = _check_after_kill(model_dir, before)
+    assert state == FAILPOINT_STATES[failpoint]
+    outcomes.append(Outcome(failpoint, "in_place", failpoint, state))
 
 
 # --- random moments ---------------------------------------------------------------------------
@@ -247,25 +299,25 @@ def normal_run_seconds(tmp_path_factory: pytest.TempPathFactory) -> float:
     """How long a normal repair takes here, as a whole process (TF import included)."""
     model_dir = _fresh_copy(tmp_path_factory.mktemp("timing"), FIXTURE)
     start = time.monotonic()
-    proc = subprocess.run(
-        _cli_command(model_dir), capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300
-    )
+    proc = _repair(model_dir)
     seconds = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
     return seconds
 
 
 @pytest.mark.parametrize("index", range(RANDOM_KILLS), ids=lambda i: f"random-{i:02d}")
-def test_kill_at_random_moment(tmp_path: Path, normal_run_seconds: float, index: int) -> None:
+def test_kill_at_random_moment(
+    tmp_path: Path, normal_run_seconds: float, outcomes: list[Outcome], index: int
+) -> None:
     delay = FRACTIONS[index] * normal_run_seconds
     for attempt in range(4):
         model_dir = _fresh_copy(tmp_path, f"{FIXTURE}-{attempt}")
         before = tree_digest(model_dir)
         proc = subprocess.Popen(
-            _cli_command(model_dir),
+            cli_command("repair", f"--model_dir={model_dir}"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=_env(),
+            env=cli_env(),
             cwd=REPO,
         )
         time.sleep(delay)
@@ -279,28 +331,21 @@ def test_kill_at_random_moment(tmp_path: Path, normal_run_seconds: float, index:
         delay *= 0.85
     else:
         pytest.fail(f"the repair always finished within {delay:.2f} s")
-    _check_after_kill(model_dir, before, run=f"random-{index:02d}", killed_at=f"{delay:.3f} s")
+    state = _check_after_kill(model_dir, before)
+    outcomes.append(Outcome(f"random-{index:02d}", "in_place", f"{delay:.3f} s", state))
 
 
 # --- output_dir mode --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("failpoint", OUTPUT_FAILPOINTS)
-def test_kill_with_output_dir(tmp_path: Path, failpoint: str) -> None:
+def test_kill_with_output_dir(tmp_path: Path, outcomes: list[Outcome], failpoint: str) -> None:
     """The source is never written; the output appears whole or not at all."""
     source = _fresh_copy(tmp_path, FIXTURE)
     before = tree_digest(source)
     parent = tmp_path / "outputs"
     out = parent / "repaired"
-    proc = subprocess.run(
-        _cli_command(source, f"--output_dir={out}"),
-        capture_output=True,
-        text=True,
-        env=_env(ESTIMATOR_FIX_KILL_AT=failpoint),
-        cwd=REPO,
-        timeout=300,
-    )
-    assert proc.returncode == -signal.SIGKILL, f"{failpoint} not reached: {proc.stderr}"
+    _killed_at(failpoint, source, f"--output_dir={out}")
     assert tree_digest(source) == before  # not even a lock file
     assert not out.exists()
     assert tf.train.latest_checkpoint(str(source)) == str(source / SOURCE)
@@ -313,30 +358,6 @@ def test_kill_with_output_dir(tmp_path: Path, failpoint: str) -> None:
     assert latest == str(out / SOURCE)
     assert int(tf.train.load_checkpoint(latest).get_tensor("global_step")) == STEP
     _restore_everything(latest)
-    OUTCOMES.append(Outcome(failpoint, "output_dir", failpoint, "output absent", "passed"))
-    leftovers = [n for n in os.listdir(parent) if atomic.is_temporary(n)]
+    leftovers = [n for n in os.listdir(parent) if names.is_temporary(n)]
     assert leftovers == [], "the re-run removes temporaries whose process died"
-
-
-# --- the counts -------------------------------------------------------------------------------
-
-
-def test_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    """Prints the outcome counts; at least 20 in-place kills at distinct points, all passed."""
-    in_place = [o for o in OUTCOMES if o.mode == "in_place"]
-    if len(in_place) < len(FAILPOINTS) + RANDOM_KILLS:
-        pytest.skip("not every kill run ran in this session (deselected or failed)")
-    assert len(in_place) >= MIN_INPLACE_RUNS
-    assert len({o.killed_at for o in in_place}) == len(in_place), "two runs at the same point"
-    assert all(o.checks == "passed" for o in OUTCOMES)
-    by_state = Counter(o.state for o in in_place)
-    lines = [
-        f"fault injection: {len(OUTCOMES)} SIGKILL runs ({len(in_place)} in place: "
-        f"{len(FAILPOINTS)} failpoints + {RANDOM_KILLS} random; "
-        f"{len(OUTCOMES) - len(in_place)} with --output_dir), seed {SEED}, all checks passed",
-        *(f"  {o.mode:10} {o.run:14} killed at {o.killed_at:14} -> {o.state}" for o in OUTCOMES),
-        "  in-place states after the kill:",
-        *(f"    {n:2d} x {state}" for state, n in by_state.most_common()),
-    ]
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
+    outcomes.append(Outcome(failpoint, "output_dir", failpoint, "output absent"))

@@ -19,14 +19,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from estimator_fix import errors, plan, repair, scan
-from estimator_fix.storage import atomic, fs
+from estimator_fix.storage import atomic, fs, names
 from estimator_fix.types import Format, Verdict
-from tests.conftest import TESTDATA, manifest
+from tests.conftest import (
+    TESTDATA,
+    assert_int64_step,
+    assert_same_tensors,
+    glob_escape,
+    manifest,
+    read_checkpoint,
+    repair_dir,
+    temporaries,
+    tree_entries,
+    write_v1_checkpoint,
+)
 
 MANIFEST = manifest()
 STATE = "checkpoint"
@@ -71,70 +81,25 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     gfile.makedirs(root)
     yield Backend("ram", root)
     fs.rmtree(root)  # frees the memory
-    assert gfile.glob(_escape(root) + "*") == []
+    assert gfile.glob(glob_escape(root) + "*") == []
 
 
-# --- reading back, independently of estimator_fix.storage.fs ---------------------------
-
-
-def _escape(path: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
-
-
-def entries(root: str) -> dict[str, bool]:
-    """Every path under ``root`` (relative name -> is a directory), by gfile's exact glob."""
-    out: dict[str, bool] = {}
-    for child in gfile.glob(_escape(root) + "/*"):
-        rel = child[len(root) + 1 :]
-        out[rel] = bool(gfile.stat(child).is_directory)
-        if out[rel]:
-            out.update({f"{rel}/{k}": v for k, v in entries(child).items()})
-    return out
+# --- reading back through gfile, independently of estimator_fix.storage.fs -------------------
 
 
 def digest(root: str) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes, read through gfile."""
     out: dict[str, bytes] = {}
-    for rel, is_dir in entries(root).items():
+    for rel, is_dir in tree_entries(root).items():
         if not is_dir:
             with gfile.GFile(f"{root}/{rel}", "rb") as f:
                 out[rel] = f.read()
     return out
 
 
-def temporaries(root: str) -> list[str]:
-    return sorted(rel for rel in entries(root) if atomic.is_temporary(rel))
-
-
-def read_checkpoint(prefix: str) -> dict[str, tuple[tf.DType, tuple[int, ...], np.ndarray]]:
-    """Every key as TensorFlow reads it. NewCheckpointReader: load_checkpoint fails on ram://."""
-    reader = tf.compat.v1.train.NewCheckpointReader(prefix)
-    dtypes, shapes = reader.get_variable_to_dtype_map(), reader.get_variable_to_shape_map()
-    return {k: (dtypes[k], tuple(shapes[k]), reader.get_tensor(k)) for k in dtypes}
-
-
-def assert_same_tensors(source: str, repaired: str, *, skip: tuple[str, ...] = ()) -> None:
-    old, new = read_checkpoint(source), read_checkpoint(repaired)
-    for key, (dtype, shape, value) in old.items():
-        if key in skip:
-            continue
-        assert key in new, key
-        assert new[key][:2] == (dtype, shape), key
-        assert np.array_equal(new[key][2], value), key
-
-
-def assert_int64_step(prefix: str, expected: int) -> None:
-    dtype, shape, value = read_checkpoint(prefix)["global_step"]
-    assert (dtype, shape, int(value)) == (tf.int64, (), expected)
-
-
 def without_root(doc: Any, root: str) -> Any:
     """A JSON document with the back end's root replaced, so local and ram:// compare equal."""
     return json.loads(json.dumps(doc).replace(root, "<root>"))
-
-
-def repair_dir(model_dir: str, **plan_kwargs: Any) -> repair.RepairResult:
-    return repair.repair(plan.plan(scan.scan(model_dir), **plan_kwargs))
 
 
 # --- exact paths ----------------------------------------------------------------------------------
@@ -240,7 +205,7 @@ def test_repair_in_place(
         "model.ckpt-fixed-6.data-00000-of-00002",
         "model.ckpt-fixed-6.data-00001-of-00002",
         result.state_backup[len(model_dir) + 1 :],
-        *([atomic.LOCK_NAME] if backend.name == "local" else []),  # no lock on object stores
+        *([names.LOCK_NAME] if backend.name == "local" else []),  # no lock on object stores
     }
     assert temporaries(model_dir) == []
 
@@ -260,28 +225,10 @@ def test_repair_in_place(
     assert digest(model_dir) == after
 
 
-def _write_v1_checkpoint(model_dir: Path, step: int) -> None:
-    """A V1-format checkpoint without global_step, written locally (then copied)."""
-    rng = np.random.default_rng(7)
-    values = {
-        "dense/kernel": rng.standard_normal((3, 4)).astype(np.float32),
-        "names": np.array([b"alpha", b"", b"x" * 300]),
-    }
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = {k: tf.compat.v1.Variable(v, name=k) for k, v in values.items()}
-        saver = tf.compat.v1.train.Saver(
-            var_list=variables, write_version=tf.compat.v1.train.SaverDef.V1
-        )
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, str(model_dir / f"model.ckpt-{step}"), write_meta_graph=False)
-
-
 def test_repair_v1_converts_through_gfile(backend: Backend, tmp_path: Path) -> None:
     local = tmp_path / "v1_source"
     local.mkdir()
-    _write_v1_checkpoint(local, 5)
+    write_v1_checkpoint(local, 5)
     model_dir = backend.copy_dir(local, "v1_no_step")
     result = repair_dir(model_dir)
     assert result.new_prefix == f"{model_dir}/model.ckpt-fixed-5"
@@ -346,7 +293,7 @@ def test_interrupted_output_dir_is_emptied_and_redone(
             repair_dir(source, output_dir=out)
     left = sorted(digest(out)) if gfile.exists(out) else []
     assert STATE not in left  # not a finished output
-    assert not left or atomic.INCOMPLETE_MARKER in left
+    assert not left or names.INCOMPLETE_MARKER in left
     if backend.name == "ram":  # built in place, file by file: the checkpoint got there
         assert "model.ckpt-6.index" in left
 
@@ -355,7 +302,7 @@ def test_interrupted_output_dir_is_emptied_and_redone(
     result = repair.repair(the_plan)
     assert {fs.basename(p) for p in result.removed_stale} >= set(left)
     assert scan.scan(out).verdict is Verdict.HEALTHY
-    assert atomic.INCOMPLETE_MARKER not in digest(out)
+    assert names.INCOMPLETE_MARKER not in digest(out)
     assert_int64_step(f"{out}/model.ckpt-6", 6)
 
 
@@ -364,10 +311,10 @@ def test_unfinished_output_dir_is_accepted_and_emptied(backend: Backend, marker:
     """No state file, and only what a repair writes first: ours to remove."""
     source = backend.model_copy("missing_step")
     out = backend.path("out")
-    gfile.makedirs(f"{out}/{atomic.temp_name('model.ckpt-6')}")
-    leftovers = [atomic.temp_name(atomic.INCOMPLETE_MARKER)]
+    gfile.makedirs(f"{out}/{names.temp_name('model.ckpt-6')}")
+    leftovers = [names.temp_name(names.INCOMPLETE_MARKER)]
     if marker:
-        leftovers += [atomic.INCOMPLETE_MARKER, "model.ckpt-6.data-00000-of-00002"]
+        leftovers += [names.INCOMPLETE_MARKER, "model.ckpt-6.data-00000-of-00002"]
     for name in leftovers:
         with gfile.GFile(f"{out}/{name}", "wb") as f:
             f.write(b"half-written")
@@ -386,7 +333,7 @@ def test_unfinished_output_dir_is_accepted_and_emptied(backend: Backend, marker:
     "contents",
     [
         pytest.param({"model.ckpt-6.index": b"someone's"}, id="foreign_files"),
-        pytest.param({atomic.INCOMPLETE_MARKER: b"", STATE: b""}, id="marker_with_state_file"),
+        pytest.param({names.INCOMPLETE_MARKER: b"", STATE: b""}, id="marker_with_state_file"),
     ],
 )
 def test_other_output_dirs_refused(backend: Backend, contents: dict[str, bytes]) -> None:

@@ -19,27 +19,36 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from estimator_fix import errors, plan, repair, scan
-from estimator_fix.checkpoint import bundle
-from estimator_fix.storage import atomic
+from estimator_fix.checkpoint import data_file, index_file
+from estimator_fix.storage import names
 from estimator_fix.types import Format, StepStatus, Verdict
-from tests.conftest import REPO, TESTDATA, manifest, run_cli, tree_digest
+from tests.conftest import (
+    TESTDATA,
+    assert_int64_step,
+    assert_same_tensors,
+    manifest,
+    read_checkpoint,
+    repair_dir,
+    run_cli,
+    temporaries,
+    tree_digest,
+    write_v1_checkpoint,
+)
 
 Digest = dict[str, tuple[int, bytes]]
 
 MANIFEST = manifest()
-LOCK = atomic.LOCK_NAME
+LOCK = names.LOCK_NAME
 STATE = "checkpoint"
 
 
@@ -101,10 +110,6 @@ def test_cases_agree_with_manifest() -> None:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def temporaries(model_dir: Path) -> list[str]:
-    return sorted(str(p) for p in model_dir.rglob("*") if atomic.is_temporary(p.name))
-
-
 def added_files(before: Digest, model_dir: Path) -> set[str]:
     return set(tree_digest(model_dir)) - set(before)
 
@@ -124,44 +129,19 @@ def assert_nothing_written(before: Digest, model_dir: Path) -> None:
     assert temporaries(model_dir) == []
 
 
-def tensors(prefix: str | Path) -> dict[str, tuple[tf.DType, tuple[int, ...], np.ndarray]]:
-    """Every key of a checkpoint as TensorFlow reads it: dtype, shape, value."""
-    reader = tf.train.load_checkpoint(str(prefix))
-    dtypes, shapes = reader.get_variable_to_dtype_map(), reader.get_variable_to_shape_map()
-    return {k: (dtypes[k], tuple(shapes[k]), reader.get_tensor(k)) for k in dtypes}
-
-
-def assert_same_tensors(source: str | Path, repaired: str | Path, *, skip: tuple[str, ...]) -> None:
-    old, new = tensors(source), tensors(repaired)
-    for key, (dtype, shape, value) in old.items():
-        if key in skip:
-            continue
-        assert key in new, f"{key} missing from the repaired checkpoint"
-        assert new[key][0] == dtype, key
-        assert new[key][1] == shape, key
-        assert np.array_equal(new[key][2], value), key
-
-
 def assert_same_bytes(source: str | Path, repaired: str | Path, *, skip: tuple[str, ...]) -> None:
     """Byte for byte, with the crc32c in the index (read without TensorFlow)."""
-    src = bundle.read_index(bundle.index_path(str(source)))
-    dst = bundle.read_index(bundle.index_path(str(repaired)))
+    src = index_file.read_index(index_file.index_path(str(source)))
+    dst = index_file.read_index(index_file.index_path(str(repaired)))
     for entry in src.entries:
         if entry.name in skip and not entry.is_slice:
             continue
         new = next(e for e in dst.entries if e.key == entry.key)
         assert (new.dtype, new.shape, new.crc32c) == (entry.dtype, entry.shape, entry.crc32c)
         if entry.size:
-            assert bundle.read_tensor_bytes(str(repaired), dst, new) == bundle.read_tensor_bytes(
-                str(source), src, entry
-            )
-
-
-def assert_int64_step(prefix: str | Path, expected: int) -> None:
-    found = tensors(prefix)
-    dtype, shape, value = found["global_step"]
-    assert dtype == tf.int64 and shape == ()
-    assert int(value) == expected
+            assert data_file.read_tensor_bytes(
+                str(repaired), dst, new
+            ) == data_file.read_tensor_bytes(str(source), src, entry)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
@@ -172,14 +152,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> 
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("estimator-fix: ")
     return lines[0]
-
-
-def repair_dir(model_dir: Path, **plan_kwargs: Any) -> repair.RepairResult:
-    return repair.repair(plan.plan(scan.scan(str(model_dir)), **plan_kwargs))
-
-
-def cli_env() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 @contextlib.contextmanager
@@ -265,10 +237,10 @@ def test_inplace_tf_reads_int64_step_and_every_original_key(repaired: Repaired) 
     assert_int64_step(new, case.expected_step)
     assert_same_tensors(source, new, skip=case.replaced)
     assert_same_bytes(source, new, skip=case.replaced)
-    keys = set(tensors(new))
+    keys = set(read_checkpoint(new))
     if case.kept_renamed is not None:
         assert case.kept_renamed in keys  # kept unless --drop_renamed
-    assert keys - set(tensors(source)) <= {"global_step"}
+    assert keys - set(read_checkpoint(source)) <= {"global_step"}
 
 
 def test_inplace_scan_healthy_and_latest_checkpoint_names_new_prefix(repaired: Repaired) -> None:
@@ -390,7 +362,7 @@ def test_drop_renamed(model_copy: Callable[[str], Path], drop: bool) -> None:
     model_dir = model_copy("renamed_step")
     result = repair_dir(model_dir, drop_renamed=drop)
     assert result.new_prefix is not None
-    keys = set(tensors(result.new_prefix))
+    keys = set(read_checkpoint(result.new_prefix))
     assert ("training/global_step" in keys) is not drop
     assert_int64_step(result.new_prefix, 6)
     assert_same_tensors(
@@ -418,8 +390,8 @@ def test_rerepair_with_drop_renamed_writes_a_second_checkpoint(
     assert not second.adopted_existing
     assert first.new_prefix == str(model_dir / "model.ckpt-fixed-6")
     assert second.new_prefix == str(model_dir / "model.ckpt-fixed2-6")
-    assert "training/global_step" in tensors(first.new_prefix)
-    assert "training/global_step" not in tensors(second.new_prefix)
+    assert "training/global_step" in read_checkpoint(first.new_prefix)
+    assert "training/global_step" not in read_checkpoint(second.new_prefix)
     assert_int64_step(second.new_prefix, 6)
     assert tf.train.latest_checkpoint(str(model_dir)) == second.new_prefix
     backups = {p.read_bytes() for p in model_dir.glob(f"{STATE}.bak-*")}
@@ -506,31 +478,10 @@ def test_dry_run_prints_plan_and_writes_nothing(
 # --- V1 -------------------------------------------------------------------------------------
 
 
-def _write_v1_checkpoint(model_dir: Path, step: int) -> dict[str, np.ndarray]:
-    """A V1-format checkpoint without global_step, as an old TF 1.x Saver wrote it."""
-    rng = np.random.default_rng(7)
-    values: dict[str, np.ndarray] = {
-        "dense/kernel": rng.standard_normal((3, 4)).astype(np.float32),
-        "dense/bias": rng.standard_normal(4).astype(np.float64),
-        "vocab_ids": rng.integers(-100, 100, 5).astype(np.int32),
-        "names": np.array([b"alpha", b"", b"x" * 300]),
-    }
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = {k: tf.compat.v1.Variable(v, name=k) for k, v in values.items()}
-        saver = tf.compat.v1.train.Saver(
-            var_list=variables, write_version=tf.compat.v1.train.SaverDef.V1
-        )
-        with tf.compat.v1.Session(graph=graph) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            saver.save(sess, str(model_dir / f"model.ckpt-{step}"), write_meta_graph=False)
-    return values
-
-
 def test_v1_checkpoint_converted_to_v2(tmp_path: Path) -> None:
     model_dir = tmp_path / "v1_no_step"
     model_dir.mkdir()
-    values = _write_v1_checkpoint(model_dir, 5)
+    values = write_v1_checkpoint(model_dir, 5)
     assert (model_dir / "model.ckpt-5").is_file()  # V1: one file, no .index
     before = tree_digest(model_dir)
     report = scan.scan(str(model_dir))
@@ -541,10 +492,10 @@ def test_v1_checkpoint_converted_to_v2(tmp_path: Path) -> None:
     result = repair.repair(plan.plan(report))
     assert_originals_identical(before, model_dir, except_state=True)
     assert result.new_prefix == str(model_dir / "model.ckpt-fixed-5")
-    assert Path(bundle.index_path(result.new_prefix)).is_file()  # V2 now
+    assert Path(index_file.index_path(result.new_prefix)).is_file()  # V2 now
     assert_int64_step(result.new_prefix, 5)
     assert_same_tensors(model_dir / "model.ckpt-5", result.new_prefix, skip=())
-    found = tensors(result.new_prefix)
+    found = read_checkpoint(result.new_prefix)
     for key, value in values.items():
         assert np.array_equal(found[key][2], value), key
     after = scan.scan(str(model_dir))
@@ -563,15 +514,7 @@ def _run_cli_with_file_size_limit(limit: int, *args: str) -> subprocess.Complete
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by signal
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run(
-        [sys.executable, "-m", "estimator_fix", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=REPO,
-        timeout=300,
-        preexec_fn=limit_writes,
-    )
+    return run_cli(*args, preexec_fn=limit_writes)
 
 
 @pytest.mark.parametrize(
