@@ -71,9 +71,7 @@ def fix(opts: Job) -> FixResult:
     opts.validate()
     assert opts.export_dir is not None
     report = scan(opts.model_dir, checkpoint=opts.checkpoint)
-    the_plan = plan_lib.plan(
-        report, step=opts.step, output_dir=opts.output_dir, drop_renamed=opts.drop_renamed
-    )
+    the_plan = repair_lib.prepare(report, opts)
     export_base = export_lib.check_export_base(opts.export_dir)
     inputs = verify_lib.load_inputs(opts.inputs) if opts.inputs else None
     if opts.dry_run:

@@ -12,9 +12,8 @@ guesses a step and never defaults to 0.
 
 The plan also decides every name the repair writes (``storage.names``), from the directory
 listing and the parsed indexes the scan carries: ``--dry_run`` prints exactly what ``repair``
-writes. The decisions read nothing from disk; the one question the scan cannot answer, what an
-``--output_dir`` already holds (``storage.outputs.inspect_output_dir``), is asked once, first,
-so that a dry run refuses what the repair would refuse.
+writes. What an ``--output_dir`` already holds comes in as a ``storage.outputs.OutputDir``,
+looked at by ``repair.prepare`` (the stage that does I/O) before the plan is made.
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ from estimator_fix import errors
 from estimator_fix.checkpoint.index_file import Index
 from estimator_fix.checkpoint.keys import INT64_MAX, STEP_KEY
 from estimator_fix.serialize import Serializable, hidden
-from estimator_fix.storage import fs, names, outputs
+from estimator_fix.storage import fs, names
+from estimator_fix.storage.outputs import OutputDir
 from estimator_fix.types import (
     CheckpointReport,
     EvidenceSource,
@@ -110,7 +110,7 @@ def plan(
     report: ScanReport,
     *,
     step: int | None = None,
-    output_dir: str | None = None,
+    output: OutputDir | None = None,
     drop_renamed: bool = False,
 ) -> Plan:
     """Turns a scan into a repair plan.
@@ -118,19 +118,20 @@ def plan(
     Args:
       report: the scan of the model directory (its target is the checkpoint to repair).
       step: ``--step``; overrides all evidence.
-      output_dir: write a complete new model directory here instead of repairing in place.
+      output: write a complete new model directory there instead of repairing in place (as
+        ``storage.outputs.inspect_output_dir`` found it).
       drop_renamed: leave a renamed step key out of the new checkpoint.
 
     Raises:
-      errors.UsageError: a bad ``step`` or ``output_dir``.
+      errors.UsageError: a bad ``step``.
       errors.NotRepairableError: the scan found a problem this tool cannot fix.
       errors.StepEvidenceError: the step is needed and the evidence is missing or disagrees.
     """
     target = report.target_report
     assert target is not None and target.step is not None and target.format is not None
-    in_place = output_dir is None
-    out_dir = report.model_dir if output_dir is None else fs.normalize(output_dir)
-    unfinished = False if in_place else outputs.inspect_output_dir(report.model_dir, out_dir)
+    in_place = output is None
+    out_dir = report.model_dir if output is None else output.path
+    unfinished = output is not None and output.unfinished
     unrepairable = [p for p in report.problems if p.severity is Severity.UNREPAIRABLE]
     if unrepairable:
         raise errors.NotRepairableError(

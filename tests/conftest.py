@@ -176,8 +176,10 @@ def write_v1_checkpoint(model_dir: Path, step: int) -> dict[str, np.ndarray]:
     return values
 
 
-def repair_dir(model_dir: str | Path, **plan_kwargs: Any) -> repair.RepairResult:
-    """scan -> plan -> repair through the library, in this process."""
-    from estimator_fix import plan, repair, scan
+def repair_dir(model_dir: str | Path, **job_options: Any) -> repair.RepairResult:
+    """scan -> plan -> repair through the library, in this process (options as ``Job``'s)."""
+    from estimator_fix import repair, scan
+    from estimator_fix.options import Job
 
-    return repair.repair(plan.plan(scan.scan(str(model_dir)), **plan_kwargs))
+    job = Job("repair", str(model_dir), **job_options)
+    return repair.repair(repair.prepare(scan.scan(str(model_dir)), job))

@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 from estimator_fix import errors, plan, repair, scan
+from estimator_fix.options import Job
 from estimator_fix.storage import atomic, fs, names
 from estimator_fix.types import Format, Verdict
 from tests.conftest import (
@@ -297,7 +298,7 @@ def test_interrupted_output_dir_is_emptied_and_redone(
     if backend.name == "ram":  # built in place, file by file: the checkpoint got there
         assert "model.ckpt-6.index" in left
 
-    the_plan = plan.plan(scan.scan(source), output_dir=out)
+    the_plan = repair.prepare(scan.scan(source), Job("repair", source, output_dir=out))
     assert any("interrupted repair" in a for a in the_plan.actions) == bool(left)
     result = repair.repair(the_plan)
     assert {fs.basename(p) for p in result.removed_stale} >= set(left)
@@ -345,7 +346,7 @@ def test_other_output_dirs_refused(backend: Backend, contents: dict[str, bytes])
         with gfile.GFile(f"{out}/{name}", "wb") as f:
             f.write(data)
     with pytest.raises(errors.UsageError, match="--output_dir"):
-        plan.plan(scan.scan(source), output_dir=out)
+        repair.prepare(scan.scan(source), Job("repair", source, output_dir=out))
     assert digest(out) == contents
 
 

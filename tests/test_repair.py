@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from estimator_fix import errors, plan, repair, scan
 from estimator_fix.checkpoint import data_file, index_file
+from estimator_fix.options import Job
 from estimator_fix.storage import names
 from estimator_fix.types import Format, StepStatus, Verdict
 from tests.conftest import (
@@ -445,7 +446,7 @@ def test_output_dir_refused(model_copy: Callable[[str], Path], tmp_path: Path, w
     }[where]
     before = tree_digest(source)
     with pytest.raises(errors.UsageError):
-        plan.plan(scan.scan(str(source)), output_dir=str(out))
+        repair.prepare(scan.scan(str(source)), Job("repair", str(source), output_dir=str(out)))
     line = assert_one_line_error(
         run_cli("repair", f"--model_dir={source}", f"--output_dir={out}"), errors.EXIT_USAGE
     )

@@ -166,13 +166,10 @@ def _run_scan(opts: Job) -> int:
 
 
 def _run_repair(opts: Job) -> int:
-    from estimator_fix import plan as plan_lib
     from estimator_fix import repair as repair_lib
 
     scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
-    the_plan = plan_lib.plan(
-        scanned, step=opts.step, output_dir=opts.output_dir, drop_renamed=opts.drop_renamed
-    )
+    the_plan = repair_lib.prepare(scanned, opts)
     if opts.dry_run or the_plan.is_noop:
         _emit(the_plan.to_dict(), report.plan_text(the_plan))
         return errors.EXIT_OK

@@ -82,12 +82,9 @@ class _Listing:
 
 
 def _repair_outcome(job: Job, report: ScanReport) -> _Outcome:
-    from estimator_fix import plan as plan_lib
     from estimator_fix import repair as repair_lib
 
-    the_plan = plan_lib.plan(
-        report, step=job.step, output_dir=job.output_dir, drop_renamed=job.drop_renamed
-    )
+    the_plan = repair_lib.prepare(report, job)
     if job.dry_run or the_plan.is_noop:
         return _Outcome(STATUS_DONE, errors.EXIT_OK, step=the_plan.step)
     result = repair_lib.repair(the_plan)

@@ -40,12 +40,28 @@ import os
 import time
 
 from estimator_fix import errors
+from estimator_fix import plan as plan_lib
 from estimator_fix.checkpoint import index_file, state_file
+from estimator_fix.options import Job
 from estimator_fix.plan import Plan
 from estimator_fix.repair import build, commit, output, readback
 from estimator_fix.repair.result import REPAIR_SCHEMA, RepairResult
-from estimator_fix.storage import atomic, fs
+from estimator_fix.storage import atomic, fs, outputs
 from estimator_fix.storage import names as names_lib
+from estimator_fix.types import ScanReport
+
+
+def prepare(report: ScanReport, job: Job) -> Plan:
+    """The plan for ``job``: its ``--output_dir`` looked at first (the plan reads nothing).
+
+    Raises:
+      errors.UsageError: a bad ``--step`` or ``--output_dir``.
+      errors.NotRepairableError, errors.StepEvidenceError: see ``plan.plan``.
+    """
+    output = (
+        outputs.inspect_output_dir(report.model_dir, job.output_dir) if job.output_dir else None
+    )
+    return plan_lib.plan(report, step=job.step, output=output, drop_renamed=job.drop_renamed)
 
 
 def repair(plan: Plan) -> RepairResult:
