@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 from estimator_fix import errors
 from estimator_fix import export as export_lib
 from estimator_fix import plan as plan_lib
 from estimator_fix import repair as repair_lib
 from estimator_fix import verify as verify_lib
-from estimator_fix.model_code.build import load_model
+from estimator_fix.model_code.build import LoadedModel, load_model
 from estimator_fix.options import Job
 from estimator_fix.scan import scan
 from estimator_fix.serialize import Serializable
@@ -60,17 +61,24 @@ def reject_export(export_path: str) -> str:
 def fix(opts: Job) -> FixResult:
     """Takes a model directory to a verified SavedModel.
 
+    All or nothing: everything that can refuse (the scan with every tensor's checksum, the
+    plan, the user's code, the pre-flight) runs before the first write, and when the export or
+    its verification fails after a repair was committed, the repair is rolled back
+    (``repair.rollback``): the model directory is left as ``fix`` found it.
+
     Args:
       opts: the directory and the options of a ``fix`` (validated here).
 
     Raises:
-      Every ``errors.Error`` of the stages; before the repair nothing has been written, and a
+      Every ``errors.Error`` of the stages (the message says what was rolled back); a
       SavedModel that fails verification is renamed ``rejected-<version>`` (ParityError).
     """
     start = time.monotonic()
     opts.validate()
     assert opts.export_dir is not None
-    report = scan(opts.model_dir, checkpoint=opts.checkpoint)
+    # Deep: a corrupt tensor must refuse before the first write, not fail the export's
+    # restore after a repair was committed.
+    report = scan(opts.model_dir, checkpoint=opts.checkpoint, deep=True)
     the_plan = repair_lib.prepare(report, opts)
     export_base = export_lib.check_export_base(opts.export_dir)
     inputs = verify_lib.load_inputs(opts.inputs) if opts.inputs else None
@@ -90,35 +98,66 @@ def fix(opts: Job) -> FixResult:
         export_lib.check_preflight(checked)
         repaired = None if the_plan.is_noop else repair_lib.repair(the_plan)
         checkpoint = (repaired.new_prefix if repaired else None) or _latest(the_plan)
-        exported = export_lib.export(
-            loaded.estimator,
-            loaded.serving_input_fn,
-            export_base,
-            checkpoint,
-            mode=opts.mode,
-            as_text=opts.as_text,
-            assets_extra=opts.assets_extra,
-            checked=checked,
-        )
-        verified = verify_lib.verify(
-            exported.export_path,
-            inputs=inputs,
-            inputs_source=f"file:{opts.inputs}" if opts.inputs else "synthesized",
-            estimator=loaded.estimator,
-            checkpoint_path=checkpoint,
-            tolerance=opts.tolerance,
-        )
-        if not verified.ok:
-            rejected = reject_export(exported.export_path)
-            raise errors.ParityError(
-                f"{exported.export_path}: the SavedModel does not predict what {checkpoint} "
-                f"predicts (max abs diff {verified.max_abs_diff}, tolerance {opts.tolerance}); "
-                f"moved to {rejected} so it is never served",
-                path=rejected,
+        try:
+            exported, verified = _export_and_verify(
+                opts, loaded, export_base, inputs, checked, checkpoint
             )
+        except BaseException as e:
+            if repaired is None:
+                raise
+            undone = repair_lib.rollback(repaired)
+            if not isinstance(e, errors.Error):
+                raise
+            raise type(e)(
+                f"{e}; the repair was rolled back ({'; '.join(undone)}): {opts.model_dir} is as "
+                "it was",
+                path=e.path,
+            ) from e
     finally:
         loaded.close()
     return _result(report, the_plan, repaired, exported, verified, start)
+
+
+def _export_and_verify(
+    opts: Job,
+    loaded: LoadedModel,
+    export_base: str,
+    inputs: Any,
+    checked: export_lib.Preflight,
+    checkpoint: str,
+) -> tuple[export_lib.ExportResult, verify_lib.VerifyResult]:
+    """The export and its verification; a SavedModel that fails is renamed ``rejected-...``.
+
+    Raises:
+      errors.ExportError, errors.ParityError: see ``fix``.
+    """
+    exported = export_lib.export(
+        loaded.estimator,
+        loaded.serving_input_fn,
+        export_base,
+        checkpoint,
+        mode=opts.mode,
+        as_text=opts.as_text,
+        assets_extra=opts.assets_extra,
+        checked=checked,
+    )
+    verified = verify_lib.verify(
+        exported.export_path,
+        inputs=inputs,
+        inputs_source=f"file:{opts.inputs}" if opts.inputs else "synthesized",
+        estimator=loaded.estimator,
+        checkpoint_path=checkpoint,
+        tolerance=opts.tolerance,
+    )
+    if not verified.ok:
+        rejected = reject_export(exported.export_path)
+        raise errors.ParityError(
+            f"{exported.export_path}: the SavedModel does not predict what {checkpoint} "
+            f"predicts (max abs diff {verified.max_abs_diff}, tolerance {opts.tolerance}); "
+            f"moved to {rejected} so it is never served",
+            path=rejected,
+        )
+    return exported, verified
 
 
 def _latest(the_plan: plan_lib.Plan) -> str:

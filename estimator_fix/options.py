@@ -41,6 +41,7 @@ class Job:
     command: str
     model_dir: str
     checkpoint: str | None = None
+    deep: bool = False
     step: int | None = None
     output_dir: str | None = None
     drop_renamed: bool = False

@@ -183,3 +183,24 @@ def repair_dir(model_dir: str | Path, **job_options: Any) -> repair.RepairResult
 
     job = Job("repair", str(model_dir), **job_options)
     return repair.repair(repair.prepare(scan.scan(str(model_dir)), job))
+
+
+def strip_step(model_dir: Path, prefix: str, *, new_key: str | None = None) -> None:
+    """Breaks a healthy checkpoint the way stripping scripts do: global_step removed (or renamed).
+
+    The index is rewritten entry for entry (same shard, offset, size, crc32c), which TensorFlow
+    reads with checksums verified; the data files are not touched.
+    """
+    from estimator_fix.checkpoint import index_file
+
+    path = index_file.index_path(str(model_dir / prefix))
+    index = index_file.read_index(path)
+    items = [(b"", index.header.raw_value)]
+    for e in index.entries:
+        if e.name == "global_step":
+            if new_key is None:
+                continue
+            items.append((new_key.encode(), e.raw_value))
+        else:
+            items.append((e.key, e.raw_value))
+    Path(path).write_bytes(index_file.encode_index(items))

@@ -12,30 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from estimator_fix.checkpoint import index_file
-from tests.conftest import TESTDATA, manifest, run_cli, tree_digest
+from tests.conftest import TESTDATA, manifest, run_cli, strip_step, tree_digest
 
 MANIFEST = manifest()
 MODELS = str(TESTDATA / "models.py")
-
-
-def _strip_step(model_dir: Path, prefix: str, *, new_key: str | None = None) -> None:
-    """Breaks a healthy checkpoint the way stripping scripts do: global_step removed (or renamed).
-
-    The index is rewritten entry for entry (same shard, offset, size, crc32c), which TensorFlow
-    reads with checksums verified; the data files are not touched.
-    """
-    path = index_file.index_path(str(model_dir / prefix))
-    index = index_file.read_index(path)
-    items = [(b"", index.header.raw_value)]
-    for e in index.entries:
-        if e.name == "global_step":
-            if new_key is None:
-                continue
-            items.append((new_key.encode(), e.raw_value))
-        else:
-            items.append((e.key, e.raw_value))
-    Path(path).write_bytes(index_file.encode_index(items))
 
 
 def _foreign_state_file(model_dir: Path) -> None:
@@ -51,13 +31,13 @@ CASES: dict[str, tuple[str, Callable[[Path], None] | None, str, str]] = {
     "dnn_classifier-int32-step": ("int32_step", None, "dnn_classifier", "predict"),
     "linear_regressor-stripped": (
         "linear_regressor",
-        lambda d: _strip_step(d, "model.ckpt-6"),
+        lambda d: strip_step(d, "model.ckpt-6"),
         "linear_regressor",
         "predict",
     ),
     "dnn_linear_partitioned-renamed": (
         "dnn_linear_partitioned",
-        lambda d: _strip_step(d, "model.ckpt-6", new_key="training/global_step"),
+        lambda d: strip_step(d, "model.ckpt-6", new_key="training/global_step"),
         "dnn_linear_partitioned",
         "predict",
     ),

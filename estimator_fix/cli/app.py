@@ -1,9 +1,9 @@
 """estimator-fix: take a broken legacy tf.estimator model directory to a verified SavedModel.
 
 Usage:
-  estimator-fix scan   --model_dir=DIR [--checkpoint=PREFIX] [--json]
+  estimator-fix scan   --model_dir=DIR [--checkpoint=PREFIX] [--deep] [--json]
   estimator-fix repair --model_dir=DIR [--checkpoint=PREFIX] [--step=N] [--output_dir=DIR2]
-                       [--drop_renamed] [--dry_run] [--json]
+                       [--drop_renamed] [--deep] [--dry_run] [--json]
   estimator-fix export --model_dir=DIR --export_dir=BASE (--serving_input_fn=SPEC |
                        --serving_features=spec.json [--serving_format=example|raw])
                        (--estimator=SPEC | --model_fn=SPEC [--params=JSON|@file.json])
@@ -108,8 +108,8 @@ _FLEET = ("model_dirs", "workers", "results", "resume")
 _MODEL = ("estimator", "model_fn", "params")
 _SERVING = ("serving_input_fn", "serving_features", "serving_format")
 _COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
-    "scan": (*_COMMON, *_FLEET),
-    "repair": (*_COMMON, *_FLEET, "step", "output_dir", "dry_run", "drop_renamed"),
+    "scan": (*_COMMON, *_FLEET, "deep"),
+    "repair": (*_COMMON, *_FLEET, "deep", "step", "output_dir", "dry_run", "drop_renamed"),
     "export": (*_COMMON, "export_dir", *_SERVING, *_MODEL, "as_text", "assets_extra", "mode"),
     "verify": (*_COMMON, "export_dir", *_MODEL, "inputs", "tolerance"),
     "fix": (
@@ -160,7 +160,7 @@ def _check_flags(argv: Sequence[str]) -> str:
 
 
 def _run_scan(opts: Job) -> int:
-    result = scan(opts.model_dir, checkpoint=opts.checkpoint)
+    result = scan(opts.model_dir, checkpoint=opts.checkpoint, deep=opts.deep)
     _emit(result.to_dict(), report.scan_text(result))
     return result.verdict.exit_code
 
@@ -168,7 +168,7 @@ def _run_scan(opts: Job) -> int:
 def _run_repair(opts: Job) -> int:
     from estimator_fix import repair as repair_lib
 
-    scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
+    scanned = scan(opts.model_dir, checkpoint=opts.checkpoint, deep=opts.deep)
     the_plan = repair_lib.prepare(scanned, opts)
     if opts.dry_run or the_plan.is_noop:
         _emit(the_plan.to_dict(), report.plan_text(the_plan))

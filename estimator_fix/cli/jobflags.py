@@ -20,6 +20,12 @@ from estimator_fix.options import DEFAULT_TOLERANCE, Job
 CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Checkpoint prefix (basename or path) to use instead of the latest."
 )
+DEEP = flags.DEFINE_boolean(
+    "deep",
+    False,
+    "scan, repair: also verify the crc32c of every tensor of the checkpoint (reads all its "
+    "data; fix always does).",
+)
 JSON = flags.DEFINE_boolean("json", False, "Print one JSON document to stdout instead of text.")
 STEP = flags.DEFINE_integer(
     "step",
@@ -109,8 +115,8 @@ EXPORT_FLAGS = (
     "tolerance",
 )
 FLEET_COMMAND_FLAGS = {
-    "scan": ("checkpoint",),
-    "repair": REPAIR_FLAGS,
+    "scan": ("checkpoint", "deep"),
+    "repair": (*REPAIR_FLAGS, "deep"),
     "fix": (*REPAIR_FLAGS, *EXPORT_FLAGS),
 }
 
@@ -127,6 +133,7 @@ def job_template(command: str, *, model_dir: str = "") -> Job:
         command=command,
         model_dir=model_dir,
         checkpoint=CHECKPOINT.value,
+        deep=DEEP.value,
         step=STEP.value,
         output_dir=OUTPUT_DIR.value,
         drop_renamed=DROP_RENAMED.value,

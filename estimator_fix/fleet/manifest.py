@@ -41,7 +41,7 @@ _STR_KEYS = frozenset(
         "inputs",
     }
 )
-_BOOL_KEYS = frozenset({"drop_renamed", "dry_run", "as_text"})
+_BOOL_KEYS = frozenset({"deep", "drop_renamed", "dry_run", "as_text"})
 _MANIFEST_KEYS = frozenset(
     _STR_KEYS
     | _BOOL_KEYS

@@ -178,7 +178,7 @@ def run_job(job: Job) -> JobResult:
             listing = _Listing(job)
         from estimator_fix.scan import scan
 
-        report = scan(job.model_dir, checkpoint=job.checkpoint)
+        report = scan(job.model_dir, checkpoint=job.checkpoint, deep=job.deep)
         if job.command == "scan":
             outcome = _Outcome(STATUS_DONE, report.verdict.exit_code)
         elif job.command == "repair":

@@ -45,10 +45,13 @@ from estimator_fix.checkpoint import index_file, state_file
 from estimator_fix.options import Job
 from estimator_fix.plan import Plan
 from estimator_fix.repair import build, commit, output, readback
-from estimator_fix.repair.result import REPAIR_SCHEMA, RepairResult
+from estimator_fix.repair.result import REPAIR_SCHEMA, RepairResult, Undo
+from estimator_fix.repair.rollback import rollback
 from estimator_fix.storage import atomic, fs, outputs
 from estimator_fix.storage import names as names_lib
 from estimator_fix.types import ScanReport
+
+__all__ = ["REPAIR_SCHEMA", "RepairResult", "prepare", "repair", "rollback"]
 
 
 def prepare(report: ScanReport, job: Job) -> Plan:
@@ -106,7 +109,19 @@ def repair(plan: Plan) -> RepairResult:
         removed = atomic.remove_dead_temporaries(
             fs.dirname(plan.output_dir), fs.basename(plan.output_dir)
         ) + output.clear_unfinished_output(plan.output_dir)
+        existed = fs.exists(plan.output_dir)
         result = output.repair_to_output(plan)
+        result = dataclasses.replace(
+            result,
+            undo=Undo(
+                state_path=state_file.state_path(plan.output_dir),
+                previous_state=None,
+                state_changed=True,
+                created=(),
+                output_dir=plan.output_dir,
+                output_existed=existed,
+            ),
+        )
     return dataclasses.replace(
         result, removed_stale=removed, seconds=round(time.monotonic() - start, 3)
     )
@@ -147,12 +162,21 @@ def _repair_in_place(plan: Plan) -> RepairResult:
                 checks.extend(readback.verify_checkpoint(plan, tmp_prefix))
                 added = commit.commit_checkpoint(tmp_prefix, new_prefix)
     try:
-        state_path, backup = commit.commit_state(plan, model_dir, new_prefix)
+        state = commit.commit_state(plan, model_dir, new_prefix)
     except errors.Error:
         # The state file still names the old checkpoint: take back the files just committed
         # (index first) so a failed repair leaves the directory as it found it.
         commit.remove_quietly(reversed(added))
         raise
+    state_path, backup = state.path, state.backup
+    undo = Undo(
+        state_path=state_path,
+        previous_state=state.previous,
+        state_changed=state.changed,
+        created=tuple(added) + ((backup,) if backup and state.wrote_backup else ()),
+        output_dir=None,
+        output_existed=True,
+    )
     added.append(state_path)
     if backup:
         added.append(backup)
@@ -171,6 +195,7 @@ def _repair_in_place(plan: Plan) -> RepairResult:
         checks=tuple(checks),
         actions=plan.actions,
         seconds=0.0,
+        undo=undo,
     )
 
 

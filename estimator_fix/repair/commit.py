@@ -5,6 +5,7 @@ taken back, so "nothing committed" holds."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -58,7 +59,18 @@ def commit_checkpoint(tmp_prefix: str, new_prefix: str) -> list[str]:
     return added
 
 
-def commit_state(plan: Plan, model_dir: str, new_prefix: str | None) -> tuple[str, str | None]:
+@dataclasses.dataclass(frozen=True)
+class StateCommit:
+    """What replacing the state file did, so that a rollback can undo exactly that."""
+
+    path: str
+    backup: str | None  # where the old state file was kept (None: nothing to keep)
+    previous: bytes | None  # the old state file's bytes (None: there was none)
+    changed: bool  # False: it already said exactly this, nothing was written
+    wrote_backup: bool  # False: an identical backup was there already
+
+
+def commit_state(plan: Plan, model_dir: str, new_prefix: str | None) -> StateCommit:
     """Backs up the old state file, then replaces it: the commit point."""
     path = state_file.state_path(model_dir)
     latest = fs.basename(new_prefix) if new_prefix else plan.state_latest
@@ -71,10 +83,11 @@ def commit_state(plan: Plan, model_dir: str, new_prefix: str | None) -> tuple[st
     )
     backup = None
     wrote_backup = False
+    old: bytes | None = None
     if fs.exists(path):
         old = fs.read_bytes(path)
         if old.decode("utf-8", "replace") == text:
-            return path, None
+            return StateCommit(path, None, old, changed=False, wrote_backup=False)
         backup = _backup_name(path, old)
         atomic.failpoint("state-backup")
         if not fs.exists(backup):  # else it already holds these bytes
@@ -90,7 +103,7 @@ def commit_state(plan: Plan, model_dir: str, new_prefix: str | None) -> tuple[st
     if not fs.has_scheme(model_dir):
         atomic.fsync_dir(model_dir)
     atomic.failpoint("after-commit")
-    return path, backup
+    return StateCommit(path, backup, old, changed=True, wrote_backup=wrote_backup)
 
 
 def _backup_name(path: str, content: bytes) -> str:

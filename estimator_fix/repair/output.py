@@ -120,7 +120,7 @@ def _repair_to_output_file_by_file(plan: Plan) -> RepairResult:
             linked, checks = _build_for_output(plan, tmp_prefix)
             atomic.failpoint("output-commit")
             added = commit.commit_checkpoint(tmp_prefix, new_prefix)
-        state_path, _ = commit.commit_state(plan, out, new_prefix)
+        state_path = commit.commit_state(plan, out, new_prefix).path
     except errors.Error:
         commit.remove_quietly(reversed(added))
         with contextlib.suppress(Exception):  # leave the marker if anything else is left

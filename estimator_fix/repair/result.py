@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from estimator_fix.serialize import Serializable
+from estimator_fix.serialize import Serializable, hidden
 
 REPAIR_SCHEMA = "estimator-fix.repair/1"
 
@@ -27,3 +27,17 @@ class RepairResult(Serializable):
     checks: tuple[str, ...]
     actions: tuple[str, ...]
     seconds: float
+    # What ``repair.rollback`` needs to undo this repair (not in the JSON).
+    undo: Undo | None = hidden(default=None, compare=False, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Undo:
+    """How to put a directory back as the repair found it."""
+
+    state_path: str
+    previous_state: bytes | None  # the state file before (None: there was none)
+    state_changed: bool
+    created: tuple[str, ...]  # files this run put in place (not an adopted checkpoint's)
+    output_dir: str | None  # a whole --output_dir this run made (removed by a rollback)
+    output_existed: bool  # that directory was there (empty) before

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from estimator_fix import errors
-from estimator_fix.checkpoint import state_file
+from estimator_fix.checkpoint import integrity, state_file
 from estimator_fix.scan.inspect import error_for, find_prefixes, inspect
 from estimator_fix.scan.problems import other_problems, state_problems, step_problems
 from estimator_fix.storage import fs
@@ -36,13 +36,15 @@ from estimator_fix.types import (
 )
 
 
-def scan(model_dir: str, *, checkpoint: str | None = None) -> ScanReport:
+def scan(model_dir: str, *, checkpoint: str | None = None, deep: bool = False) -> ScanReport:
     """Diagnoses one model directory.
 
     Args:
       model_dir: a local path or any filesystem TensorFlow knows (``gs://...``).
       checkpoint: the prefix (path or basename) to treat as the target instead of the one
         TensorFlow would pick.
+      deep: also read every tensor of the target checkpoint and verify its crc32c
+        (``checkpoint.integrity``); without it only the shards' presence and sizes are checked.
 
     Returns:
       The report; its ``verdict`` is healthy, repairable or unrepairable.
@@ -52,7 +54,8 @@ def scan(model_dir: str, *, checkpoint: str | None = None) -> ScanReport:
       errors.NotAModelDirError: ``model_dir`` is a file, or holds no checkpoint.
       errors.StateFileError: the state file is not a valid text proto.
       errors.CorruptIndexError, errors.MissingShardError, errors.CorruptDataError: the target
-        checkpoint cannot be read (other unreadable checkpoints are reported as warnings).
+        checkpoint cannot be read (other unreadable checkpoints are reported as warnings);
+        with ``deep``, a tensor of the target fails its checksum.
     """
     model_dir = fs.normalize(model_dir)
     if not fs.exists(model_dir):
@@ -85,6 +88,8 @@ def scan(model_dir: str, *, checkpoint: str | None = None) -> ScanReport:
     target_report = next(r for r in reports if r.prefix == target)
     if target_report.error is not None:
         raise error_for(target_report.error)
+    if deep and target_report.index is not None:
+        integrity.check_tensors(target_report.prefix, target_report.index)
     problems = (
         state_problems(state_report, target_report)
         + step_problems(target_report)
