@@ -210,12 +210,11 @@ def _translate(e: OSError, path: str) -> errors.Error:
 
 def _translate_tf(e: Exception, path: str) -> errors.Error:
     name = type(e).__name__
-    first_line = str(e).splitlines()[0] if str(e) else name
     if name == "NotFoundError":
         return errors.PathNotFoundError(f"{path}: no such file or directory", path=path)
     if name == "PermissionDeniedError":
         return errors.UnreadableError(f"{path}: permission denied", path=path)
-    return errors.InputError(f"{path}: {first_line}", path=path)
+    return errors.InputError(f"{path}: {errors.tf_reason(e)}", path=path)
 
 
 # --- writing (callers go through ``atomic``, which wraps these in ``write_errors``) ----------
