@@ -9,7 +9,7 @@ tensor of several GB is never held in memory), and needs no TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import google_crc32c
 
@@ -67,25 +67,8 @@ def _check_numeric(prefix: str, index: index_file.Index, entry: index_file.Entry
     num_shards = index.header.num_shards
     path = index_file.data_path(prefix, entry.shard_id, num_shards)
     crc = 0
-    done = 0
-    while done < entry.size:
-        n = min(_CHUNK, entry.size - done)
-        try:
-            chunk = fs.read_range(path, entry.offset + done, n)
-        except errors.PathNotFoundError as e:
-            raise errors.MissingShardError(
-                f"{path}: data shard {entry.shard_id} of {num_shards} is missing (needed for "
-                f"{entry.name!r}); {table.RESTORE_HINT}",
-                path=path,
-            ) from e
-        if len(chunk) < n:
-            raise errors.MissingShardError(
-                f"{path}: truncated, but {entry.name!r} needs bytes {entry.offset} to "
-                f"{entry.offset + entry.size}; {table.RESTORE_HINT}",
-                path=path,
-            )
+    for chunk in _chunks(path, entry):
         crc = google_crc32c.extend(crc, chunk)
-        done += n
     actual = table.mask_crc(int(crc))
     if actual != entry.crc32c:
         raise errors.CorruptDataError(
@@ -94,3 +77,52 @@ def _check_numeric(prefix: str, index: index_file.Index, entry: index_file.Entry
             f"{table.RESTORE_HINT}",
             path=path,
         )
+
+
+def _chunks(path: str, entry: index_file.Entry) -> Iterator[bytes]:
+    """The entry's bytes, ``_CHUNK`` at a time, from one open file where the path is local.
+
+    Raises:
+      errors.MissingShardError: the shard is missing or shorter than the entry needs.
+    """
+    if fs.has_scheme(path):
+        reader = None
+    else:
+        try:
+            reader = open(path, "rb")  # noqa: SIM115 (closed below; one open per tensor)
+        except FileNotFoundError as e:
+            raise _missing(path, entry) from e
+        except OSError as e:
+            raise errors.UnreadableError(f"{path}: {e.strerror}", path=path) from e
+    try:
+        if reader is not None:
+            reader.seek(entry.offset)
+        done = 0
+        while done < entry.size:
+            n = min(_CHUNK, entry.size - done)
+            if reader is not None:
+                chunk = reader.read(n)
+            else:
+                try:
+                    chunk = fs.read_range(path, entry.offset + done, n)
+                except errors.PathNotFoundError as e:
+                    raise _missing(path, entry) from e
+            if len(chunk) < n:
+                raise errors.MissingShardError(
+                    f"{path}: truncated, but {entry.name!r} needs bytes {entry.offset} to "
+                    f"{entry.offset + entry.size}; {table.RESTORE_HINT}",
+                    path=path,
+                )
+            yield chunk
+            done += n
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _missing(path: str, entry: index_file.Entry) -> errors.MissingShardError:
+    return errors.MissingShardError(
+        f"{path}: data shard {entry.shard_id} is missing (needed for {entry.name!r}); "
+        f"{table.RESTORE_HINT}",
+        path=path,
+    )
