@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from google.protobuf.message import DecodeError
 
 from estimator_fix import errors
-from estimator_fix.checkpoint import keys, protos, table
+from estimator_fix.checkpoint import keys, protos, table, table_writer
 from estimator_fix.storage import fs
 
 
@@ -377,7 +377,8 @@ def read_index(index_path: str) -> Index:
 def encode_index(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Builds ``.index`` file bytes from (key, serialized value) pairs, as TensorFlow writes them.
 
-    For the same items the output is byte-identical to TensorFlow's (see ``table.build_table``).
+    For the same items the output is byte-identical to TensorFlow's (see
+    ``table_writer.build_table``).
 
     Args:
       items: every (key, value) pair, including the header under the empty key ``b""``; any
@@ -395,4 +396,4 @@ def encode_index(items: Iterable[tuple[bytes, bytes]]) -> bytes:
     for (a, _), (b, _) in itertools.pairwise(ordered):
         if a == b:
             raise errors.InputError(f"cannot encode an index with the key {a!r} twice")
-    return table.build_table(ordered)
+    return table_writer.build_table(ordered)
