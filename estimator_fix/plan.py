@@ -8,7 +8,14 @@ The step value is taken from evidence in this order, and the plan names the evid
 4. the ``-N`` suffix of the checkpoint prefix.
 
 Evidence that disagrees, or no evidence at all, raises ``StepEvidenceError``: the tool never
-guesses a step and never defaults to 0.
+guesses a step and never defaults to 0. ``--step`` on a checkpoint whose int64 step already
+holds that value changes nothing (pipelines retry whole commands, so the second identical run
+must succeed); a different value is refused, naming both.
+
+The step goes where the Estimator restores it from: ``global_step``, or for an object-based
+(Keras ``model_to_estimator``) checkpoint ``estimator_global_step/.ATTRIBUTES/VARIABLE_VALUE``
+plus its node in the ``_CHECKPOINTABLE_OBJECT_GRAPH``, which is rewritten so that an
+object-graph restore (``tf.train.Checkpoint``, the Saver's fallback) finds the step too.
 
 The plan also decides every name the repair writes (``storage.names``), from the directory
 listing and the parsed indexes the scan carries: ``--dry_run`` prints exactly what ``repair``
@@ -22,7 +29,8 @@ import dataclasses
 
 from estimator_fix import errors
 from estimator_fix.checkpoint.index_file import Index
-from estimator_fix.checkpoint.keys import INT64_MAX, STEP_KEY
+from estimator_fix.checkpoint.keys import INT64_MAX, OBJECT_GRAPH_KEY, STEP_KEY
+from estimator_fix.scan.step import step_key_for
 from estimator_fix.serialize import Serializable, hidden
 from estimator_fix.storage import fs, names
 from estimator_fix.storage.outputs import OutputDir
@@ -63,7 +71,8 @@ class Plan(Serializable):
     step: int | None  # the value global_step will hold (None: checkpoint unchanged)
     step_evidence: StepEvidence | None  # why that value
     add_step: bool  # write a new int64 scalar global_step
-    replace_keys: tuple[str, ...]  # source keys left out of the new index (retyped or dropped)
+    replace_keys: tuple[str, ...]  # source keys left out of the new index (retyped, rewritten
+    # or dropped)
     kept_renamed_key: str | None  # a renamed step key kept beside the new global_step
     rewrite_state: bool
     state_latest: str  # what the state file's model_checkpoint_path will be (relative)
@@ -71,6 +80,10 @@ class Plan(Serializable):
     warnings: tuple[str, ...]
     actions: tuple[str, ...]
     is_noop: bool
+    # The key the step is written under (``global_step``, or the Keras Estimator's object key).
+    step_key: str = STEP_KEY
+    # Object-based: the object graph is rewritten with a node for ``step_key``.
+    rewrite_object_graph: bool = False
     # ``new_prefix`` already holds exactly this repair (an interrupted run's): reuse it.
     adopt_existing: bool = hidden(default=False)
     # The source's parsed index (V2), from the scan: the repair does not parse it again.
@@ -142,11 +155,11 @@ def plan(
     fixed = tuple(p for p in report.problems if p.severity is Severity.REPAIRABLE)
     warnings = tuple(p.message for p in report.problems if p.severity is Severity.WARNING)
     status = target.step.status
+    step_key = step_key_for(target.format)
+    object_based = target.format is Format.OBJECT_BASED
     if step is not None and status is StepStatus.OK:
-        raise errors.UsageError(
-            f"--step={step}: {target.name} already has an int64 global_step; --step applies only "
-            "to checkpoints whose step is missing or broken"
-        )
+        _check_same_step(target, step)
+        step = None  # the step is already that value: the rest of the plan is as without it
     if report.verdict is Verdict.HEALTHY and in_place:
         return Plan(
             schema=PLAN_SCHEMA,
@@ -185,24 +198,38 @@ def plan(
         evidence = choose_step(target, step)
         new_name = names.repaired_name(target.name, evidence.value, in_place=in_place)
         if status in (StepStatus.WRONG_DTYPE, StepStatus.WRONG_SHAPE):
-            replace.append(STEP_KEY)
+            replace.append(step_key)
             actions.append(
-                f"replace global_step ({target.step.dtype}{list(target.step.shape or ())}) with an "
+                f"replace {step_key} ({target.step.dtype}{list(target.step.shape or ())}) with an "
                 f"int64 scalar = {evidence.value} (from {evidence.source.value}: {_why(evidence)})"
             )
         else:
             actions.append(
-                f"add an int64 global_step = {evidence.value} "
+                f"add an int64 {step_key} = {evidence.value} "
                 f"(from {evidence.source.value}: {_why(evidence)})"
             )
             if status is StepStatus.RENAMED and target.step.key is not None:
-                if drop_renamed:
+                if drop_renamed and object_based:
+                    kept = target.step.key
+                    actions.append(
+                        f"keep the renamed step key {target.step.key!r} despite --drop_renamed: "
+                        "the object graph names it"
+                    )
+                elif drop_renamed:
                     replace.append(target.step.key)
                     actions.append(f"leave out the renamed step key {target.step.key!r}")
                 else:
                     kept = target.step.key
+        if object_based:
+            replace.append(OBJECT_GRAPH_KEY)
+            actions.append(
+                f"rewrite {OBJECT_GRAPH_KEY} with a node for {step_key} (a new data file; the "
+                "original object graph's bytes stay where they are)"
+            )
         if in_place:
-            new_name, adopt = _free_or_identical(report, target, new_name, evidence.value, replace)
+            new_name, adopt = _free_or_identical(
+                report, target, new_name, evidence.value, replace, step_key
+            )
         if adopt:
             actions.append(f"reuse {new_name}: it already holds exactly this repair")
         else:
@@ -244,9 +271,29 @@ def plan(
         warnings=warnings,
         actions=tuple(actions),
         is_noop=False,
+        step_key=step_key,
+        rewrite_object_graph=object_based and evidence is not None,
         adopt_existing=adopt,
         source_index=target.index,
     )
+
+
+def _check_same_step(target: CheckpointReport, step: int) -> None:
+    """``--step`` on a checkpoint whose step is fine: the same value is a retried command and
+    changes nothing; another value would overwrite a trained step and is refused.
+
+    Raises:
+      errors.UsageError: the checkpoint's step is another value.
+    """
+    assert target.step is not None
+    current = {e.value for e in target.step.evidence if e.source is EvidenceSource.STEP_KEY}
+    if current != {step}:
+        have = ", ".join(str(v) for v in sorted(current)) or "unknown"
+        raise errors.UsageError(
+            f"--step={step}: {target.name} already has an int64 {target.step.key} = {have}; "
+            "--step applies only to checkpoints whose step is missing or broken (pass "
+            f"--step={have} or leave it out)"
+        )
 
 
 def _why(e: StepEvidence) -> str:
@@ -259,6 +306,7 @@ def _free_or_identical(
     name: str,
     step: int,
     replace: list[str],
+    step_key: str,
 ) -> tuple[str, bool]:
     """The first repaired name the directory does not hold, or one that already holds this
     exact repair (adopted: a repair interrupted after its index was renamed into place but
@@ -274,7 +322,7 @@ def _free_or_identical(
         if f"{candidate}.index" not in present:
             return candidate, False
         existing = report.checkpoint(candidate)
-        if existing is not None and _is_identical_repair(target, existing, step, replace):
+        if existing is not None and _is_identical_repair(target, existing, step, replace, step_key):
             return candidate, True
     raise errors.NotRepairableError(
         f"{fs.join(report.model_dir, name)}: {names.MAX_FIXED_CANDIDATES} repaired checkpoints "
@@ -284,15 +332,20 @@ def _free_or_identical(
 
 
 def _is_identical_repair(
-    target: CheckpointReport, existing: CheckpointReport, step: int, replace: list[str]
+    target: CheckpointReport,
+    existing: CheckpointReport,
+    step: int,
+    replace: list[str],
+    step_key: str,
 ) -> bool:
     """``existing`` holds every entry of ``target`` that the repair keeps, byte for byte, plus
-    an int64 scalar ``global_step`` equal to ``step``, and nothing else."""
+    an int64 scalar ``step_key`` equal to ``step`` (and, object-based, the rewritten object
+    graph, which the scan does not decode), and nothing else."""
     src, new = target.index, existing.index
     if src is None or new is None or existing.step is None:
         return False
     status, key = existing.step.status, existing.step.key
-    if status is not StepStatus.OK or key != STEP_KEY:
+    if status is not StepStatus.OK or key != step_key:
         return False
     values = {e.value for e in existing.step.evidence if e.source is EvidenceSource.STEP_KEY}
     if values != {step}:
@@ -300,6 +353,7 @@ def _is_identical_repair(
     kept = [e for e in src.entries if e.is_slice or e.name not in replace]
     by_key = {e.key: e.raw_value for e in new.entries}
     # Exactly these keys: a key the plan leaves out (--drop_renamed) must not be there.
-    if set(by_key) != {e.key for e in kept} | {STEP_KEY.encode()}:
+    added = {step_key.encode()} | {k.encode() for k in replace if k == OBJECT_GRAPH_KEY}
+    if set(by_key) != {e.key for e in kept} | added:
         return False
     return all(by_key[e.key] == e.raw_value for e in kept)

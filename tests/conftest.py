@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+
 if TYPE_CHECKING:
     from estimator_fix import repair
 
@@ -38,10 +39,45 @@ def model_copy(tmp_path: Path) -> Callable[[str], Path]:
 
     def copy(name: str) -> Path:
         dst = tmp_path / name
-        shutil.copytree(TESTDATA / name, dst)
+        copy_fixture(name, dst)
         return dst
 
     return copy
+
+
+# Not in testdata/: made from a frozen fixture by rewriting one index entry.
+UNREPAIRABLE = "vector_step"
+
+
+def copy_fixture(name: str, dst: Path) -> None:
+    """Copies testdata fixture ``name`` to ``dst``; ``UNREPAIRABLE`` is made on the fly.
+
+    ``vector_step``: ``dnn_classifier`` whose ``global_step`` entry says int32 of shape [2]
+    over the same 8 bytes (TensorFlow reads it; nothing says which element is the step).
+    """
+    if name != UNREPAIRABLE:
+        shutil.copytree(TESTDATA / name, dst)
+        return
+    from estimator_fix.checkpoint import index_file, protos
+
+    shutil.copytree(TESTDATA / "dnn_classifier", dst)
+    path = index_file.index_path(str(dst / "model.ckpt-6"))
+    index = index_file.read_index(path)
+    items = [(b"", index.header.raw_value)]
+    for e in index.entries:
+        if e.name == "global_step":
+            value = protos.encode_entry(
+                dtype=protos.DT_INT32,
+                shape=(2,),
+                shard_id=e.shard_id,
+                offset=e.offset,
+                size=e.size,
+                crc32c=e.crc32c,
+            )
+            items.append((e.key, value))
+        else:
+            items.append((e.key, e.raw_value))
+    Path(path).write_bytes(index_file.encode_index(items))
 
 
 # --- the CLI ------------------------------------------------------------------------------------
@@ -204,3 +240,205 @@ def strip_step(model_dir: Path, prefix: str, *, new_key: str | None = None) -> N
         else:
             items.append((e.key, e.raw_value))
     Path(path).write_bytes(index_file.encode_index(items))
+
+
+# --- repair results -----------------------------------------------------------------------------
+Digest = dict[str, tuple[int, bytes]]
+STATE = "checkpoint"
+
+
+def added_files(before: Digest, model_dir: Path) -> set[str]:
+    return set(tree_digest(model_dir)) - set(before)
+
+
+def assert_originals_identical(before: Digest, model_dir: Path, *, except_state: bool) -> None:
+    """Every file that was there is there with the same bytes (the state file may be new)."""
+    after = tree_digest(model_dir)
+    for name, content in before.items():
+        if except_state and name == STATE:
+            continue
+        assert name in after, f"{name} disappeared"
+        assert after[name] == content, f"{name} changed"
+
+
+def assert_nothing_written(before: Digest, model_dir: Path) -> None:
+    assert tree_digest(model_dir) == before
+    assert temporaries(model_dir) == []
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    """The documented exit code and exactly one line on stderr, no traceback. Returns it."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("estimator-fix: ")
+    return lines[0]
+
+
+# --- fleets of model directories ----------------------------------------------------------------
+MODELS = str(TESTDATA / "models.py")
+DNN = {
+    "estimator": f"{MODELS}:dnn_classifier",
+    "serving_input_fn": f"{MODELS}:dnn_classifier_serving_input_fn",
+}
+
+# fixture -> (scan: status, exit code, verdict), (repair: status, exit code, error type)
+MIX: dict[str, tuple[tuple[str, int, str | None], tuple[str, int, str | None]]] = {
+    "dnn_classifier": (("done", 0, "healthy"), ("done", 0, None)),
+    "missing_step": (("done", 3, "repairable"), ("done", 0, None)),
+    "renamed_step": (("done", 3, "repairable"), ("done", 0, None)),
+    "conflicting_step": (("done", 3, "repairable"), ("failed", 5, "StepEvidenceError")),
+    "missing_shard": (("failed", 1, None), ("failed", 1, "MissingShardError")),
+    UNREPAIRABLE: (("done", 4, "unrepairable"), ("failed", 4, "NotRepairableError")),
+    "empty": (("failed", 1, None), ("failed", 1, "NotAModelDirError")),
+    "a_file": (("failed", 1, None), ("failed", 1, "NotAModelDirError")),
+}
+
+
+def _mix(root: Path, names: tuple[str, ...] = tuple(MIX)) -> Path:
+    """Copies of the fixtures under ``root``, plus an empty directory and a file."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if name == "empty":
+            (root / name).mkdir()
+        elif name == "a_file":
+            (root / name).write_text("not a model directory\n")
+        else:
+            copy_fixture(name, root / name)
+    return root
+
+
+# --- checkpoints saved by a graph-mode Saver ----------------------------------------------------
+import dataclasses  # noqa: E402
+
+if TYPE_CHECKING:
+    from estimator_fix.checkpoint import index_file
+
+
+@dataclasses.dataclass(frozen=True)
+class VarSpec:
+    """One variable to save: its name, dtype name, shape, partition count (0: none), device."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    partitions: int = 0
+    device: int = 0
+
+
+def _random_value(spec: VarSpec, rng: np.random.Generator) -> np.ndarray:
+    shape = spec.shape
+    if spec.dtype in ("float16", "float32", "float64"):
+        return rng.standard_normal(shape).astype(spec.dtype)
+    if spec.dtype in ("int32", "int64"):
+        return rng.integers(-(2**31), 2**31, shape).astype(spec.dtype)
+    if spec.dtype == "uint8":
+        return rng.integers(0, 256, shape).astype(np.uint8)
+    if spec.dtype == "bool":
+        return rng.integers(0, 2, shape).astype(bool)
+    assert spec.dtype == "string"
+    # Lengths past 127 need two-byte varints in the stored length prefix.
+    n = int(np.prod(shape, dtype=np.int64))
+    items = [rng.bytes(int(rng.choice([0, 1, 5, 130, 300]))) for _ in range(n)]
+    return np.array([*items, b""], dtype=object)[:n].reshape(shape)
+
+
+def save_checkpoint(directory: Path, specs: list[VarSpec], *, sharded: bool, seed: int) -> str:
+    """Saves ``specs`` with a graph-mode ``tf.compat.v1.train.Saver``; returns the prefix."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        for spec in specs:
+            dtype = tf.as_dtype(spec.dtype)
+            with tf.device(f"/cpu:{spec.device}"):
+                if spec.partitions:
+                    init = (
+                        tf.compat.v1.random_uniform_initializer(-1.0, 1.0, seed=seed)
+                        if dtype.is_floating
+                        else tf.compat.v1.constant_initializer(7)
+                    )
+                    tf.compat.v1.get_variable(
+                        spec.name,
+                        shape=spec.shape,
+                        dtype=dtype,
+                        initializer=init,
+                        partitioner=tf.compat.v1.fixed_size_partitioner(spec.partitions),
+                    )
+                else:
+                    value = tf.constant(_random_value(spec, rng), dtype=dtype)
+                    tf.compat.v1.get_variable(spec.name, initializer=value)
+        saver = tf.compat.v1.train.Saver(sharded=sharded)
+        config = tf.compat.v1.ConfigProto(device_count={"CPU": 2})
+        with tf.compat.v1.Session(graph=graph, config=config) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return str(saver.save(sess, str(directory / "model.ckpt"), global_step=5))
+
+
+def items_of(index: index_file.Index) -> list[tuple[bytes, bytes]]:
+    return [(b"", index.header.raw_value)] + [(e.key, e.raw_value) for e in index.entries]
+
+
+# --- field samples: test data beside the repository (its shared/ folder), not part of it --------
+FIELD = REPO.parent / "shared" / "field"
+
+
+def tensor_bits(name: str | Path) -> dict[str, tuple[str, tuple[int, ...], object]]:
+    """Every key as TensorFlow reads it: dtype name, shape and the value's exact bits.
+
+    Numbers compare by their bytes (so -0.0 and NaN payloads count); strings by their values.
+    """
+    import tensorflow as tf
+
+    reader = tf.compat.v1.train.NewCheckpointReader(str(name))
+    shapes = reader.get_variable_to_shape_map()
+    out: dict[str, tuple[str, tuple[int, ...], object]] = {}
+    for key, dtype in reader.get_variable_to_dtype_map().items():
+        out[key] = (dtype.name, tuple(shapes[key]), _bits(reader.get_tensor(key)))
+    return out
+
+
+def _bits(value: np.ndarray | object) -> object:
+    array = np.asarray(value)
+    return array.tolist() if array.dtype == object else array.tobytes()
+
+
+def assert_int64_step_at(name: str | Path, key: str, expected: int) -> None:
+    dtype, shape, bits = tensor_bits(name)[key]
+    assert (dtype, shape) == ("int64", ()), (key, dtype, shape)
+    assert bits == np.int64(expected).tobytes(), (key, bits)
+
+
+def write_state_file(model_dir: Path, latest: str, all_paths: list[str]) -> None:
+    lines = [f'model_checkpoint_path: "{latest}"']
+    lines += [f'all_model_checkpoint_paths: "{p}"' for p in all_paths]
+    (model_dir / "checkpoint").write_text("\n".join(lines) + "\n")
+
+
+def save_v2(prefix: Path, values: dict[str, np.ndarray]) -> None:
+    """Writes ``values`` as a checkpoint at ``prefix`` with TensorFlow's SaveV2, replacing it."""
+    import tensorflow as tf
+
+    for old in prefix.parent.glob(prefix.name + ".*"):
+        if old.suffix != ".meta":
+            old.unlink()
+    names = sorted(values)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        sess.run(
+            tf.raw_ops.SaveV2(
+                prefix=str(prefix),
+                tensor_names=names,
+                shape_and_slices=[""] * len(names),
+                tensors=[tf.constant(values[n]) for n in names],
+            )
+        )
+
+
+def latest(model_dir: Path) -> str:
+    import tensorflow as tf
+
+    found = tf.train.latest_checkpoint(str(model_dir))
+    assert found is not None, f"TensorFlow finds no checkpoint in {model_dir}"
+    return found

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TESTDATA, run_cli, tree_digest
+from tests.conftest import TESTDATA, UNREPAIRABLE, run_cli, tree_digest
 
 
 def _one_line_error(stderr: str) -> str:
@@ -24,14 +24,17 @@ def _one_line_error(stderr: str) -> str:
     [
         pytest.param("dnn_classifier", 0, "healthy", id="healthy"),
         pytest.param("missing_step", 3, "repairable", id="repairable"),
-        pytest.param("keras_missing_step", 4, "unrepairable", id="unrepairable"),
+        pytest.param(UNREPAIRABLE, 4, "unrepairable", id="unrepairable"),
     ],
 )
-def test_scan_exit_codes_and_json(name: str, code: int, verdict: str) -> None:
-    text = run_cli("scan", f"--model_dir={TESTDATA / name}")
+def test_scan_exit_codes_and_json(
+    name: str, code: int, verdict: str, model_copy: Callable[[str], Path]
+) -> None:
+    d = model_copy(name)
+    text = run_cli("scan", f"--model_dir={d}")
     assert text.returncode == code, text.stderr
     assert verdict.upper() in text.stdout.splitlines()[0]
-    as_json = run_cli("scan", f"--model_dir={TESTDATA / name}", "--json")
+    as_json = run_cli("scan", f"--model_dir={d}", "--json")
     assert as_json.returncode == code
     doc = json.loads(as_json.stdout)
     assert doc["schema"] == "estimator-fix.scan/1"

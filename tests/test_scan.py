@@ -22,7 +22,6 @@ SCANNABLE = sorted(n for n in MANIFEST if n != "missing_shard")
 EXPECTED_VERDICT = {
     name: Verdict.HEALTHY if MANIFEST[name]["healthy"] else Verdict.REPAIRABLE for name in SCANNABLE
 }
-EXPECTED_VERDICT["keras_missing_step"] = Verdict.UNREPAIRABLE
 
 EXPECTED_STATUS = {
     "missing_step": StepStatus.MISSING,

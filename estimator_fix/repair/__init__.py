@@ -147,7 +147,7 @@ def _repair_in_place(plan: Plan) -> RepairResult:
     model_dir = plan.model_dir
     added: list[str] = []
     checks: list[str] = []
-    linked = True
+    carried = atomic.Carried()
     adopted = False
     new_prefix = plan.new_prefix
     if new_prefix is not None:
@@ -158,7 +158,7 @@ def _repair_in_place(plan: Plan) -> RepairResult:
             _check_still_free(new_prefix)
             with commit.temp_dir(model_dir, fs.basename(new_prefix)) as tmp:
                 tmp_prefix = fs.join(tmp, fs.basename(new_prefix))
-                linked = build.build_checkpoint(plan, tmp_prefix)
+                carried = build.build_checkpoint(plan, tmp_prefix)
                 checks.extend(readback.verify_checkpoint(plan, tmp_prefix))
                 added = commit.commit_checkpoint(tmp_prefix, new_prefix)
     try:
@@ -187,7 +187,10 @@ def _repair_in_place(plan: Plan) -> RepairResult:
         new_prefix=new_prefix,
         step=plan.step,
         files_added=tuple(added),
-        linked=linked,
+        linked=carried.linked,
+        copy_method=carried.method,
+        copied_bytes=carried.data_bytes,
+        worker_bytes=carried.worker_bytes,
         state_file=state_path,
         state_backup=backup,
         removed_stale=(),

@@ -8,14 +8,11 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from estimator_fix import errors
 from estimator_fix.checkpoint import index_file, state_file
 from estimator_fix.storage import atomic, fs, names
-
-if TYPE_CHECKING:
-    from estimator_fix.plan import Plan
 
 
 @contextlib.contextmanager
@@ -30,22 +27,27 @@ def temp_dir(parent: str, final_name: str) -> Iterator[str]:
 def commit_checkpoint(tmp_prefix: str, new_prefix: str) -> list[str]:
     """Renames the data files, then the index, into place. Returns the final paths.
 
-    A V1 checkpoint copied unchanged (``--output_dir``) is its one file named like the prefix.
+    A V1 checkpoint copied unchanged (``--output_dir``) is its one file named like the prefix,
+    or its shards, which keep their names (a sharded prefix is their pattern).
     """
     tmp_dir = fs.dirname(tmp_prefix)
     stem = fs.basename(tmp_prefix)
     names = fs.listdir(tmp_dir)
-    data = [n for n in names if n.startswith(stem + ".data-")]
+    v1_shards = {fs.basename(p) for p in state_file.v1_shard_paths(tmp_prefix) or ()}
+    data = [n for n in names if n.startswith(stem + ".data-") or n in v1_shards]
     final_dir = fs.dirname(new_prefix)
     added: list[str] = []
     try:
         for i, name in enumerate(sorted(data)):
             atomic.failpoint(f"commit-data-{i}")
-            dst = fs.join(final_dir, fs.basename(new_prefix) + name[len(stem) :])
+            new_name = name if name in v1_shards else fs.basename(new_prefix) + name[len(stem) :]
+            dst = fs.join(final_dir, new_name)
             atomic.replace(fs.join(tmp_dir, name), dst)
             added.append(dst)
         atomic.failpoint("commit-index")
-        if stem + ".index" in names or stem not in names:
+        if v1_shards:  # a sharded V1 checkpoint: no index, its shards went in with the data
+            pass
+        elif stem + ".index" in names or stem not in names:
             atomic.replace(index_file.index_path(tmp_prefix), index_file.index_path(new_prefix))
             added.append(index_file.index_path(new_prefix))
         else:
@@ -59,6 +61,14 @@ def commit_checkpoint(tmp_prefix: str, new_prefix: str) -> list[str]:
     return added
 
 
+class NamesLatest(Protocol):
+    """What ``commit_state`` needs of a plan: the latest checkpoint's name (a ``Plan`` has it;
+    ``surgery`` passes its new prefix instead)."""
+
+    @property
+    def state_latest(self) -> str: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class StateCommit:
     """What replacing the state file did, so that a rollback can undo exactly that."""
@@ -70,7 +80,7 @@ class StateCommit:
     wrote_backup: bool  # False: an identical backup was there already
 
 
-def commit_state(plan: Plan, model_dir: str, new_prefix: str | None) -> StateCommit:
+def commit_state(plan: NamesLatest, model_dir: str, new_prefix: str | None) -> StateCommit:
     """Backs up the old state file, then replaces it: the commit point."""
     path = state_file.state_path(model_dir)
     latest = fs.basename(new_prefix) if new_prefix else plan.state_latest

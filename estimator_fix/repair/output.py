@@ -51,12 +51,12 @@ def repair_to_output(plan: Plan) -> RepairResult:
     return _repair_to_output_dir(plan)
 
 
-def _build_for_output(plan: Plan, tmp_prefix: str) -> tuple[bool, list[str]]:
+def _build_for_output(plan: Plan, tmp_prefix: str) -> tuple[atomic.Carried, list[str]]:
     """The output's checkpoint at ``tmp_prefix``: the source linked as it is when its step is
-    fine, else repaired and read back. Returns (hard-linked, checks)."""
+    fine, else repaired and read back. Returns (how the data files got there, checks)."""
     if plan.step is None:
-        linked = build.link_unchanged(plan.source_prefix, tmp_prefix)
-        return linked, [f"{fs.basename(tmp_prefix)}: data files linked unchanged"]
+        carried = build.link_unchanged(plan.source_prefix, tmp_prefix)
+        return carried, [f"{fs.basename(tmp_prefix)}: data files linked unchanged"]
     return build.build_checkpoint(plan, tmp_prefix), readback.verify_checkpoint(plan, tmp_prefix)
 
 
@@ -68,7 +68,7 @@ def _repair_to_output_dir(plan: Plan) -> RepairResult:
     new_prefix = plan.new_prefix or fs.join(out, fs.basename(plan.source_prefix))
     with commit.temp_dir(parent, fs.basename(out)) as tmp:
         tmp_prefix = fs.join(tmp, fs.basename(new_prefix))
-        linked, checks = _build_for_output(plan, tmp_prefix)
+        carried, checks = _build_for_output(plan, tmp_prefix)
         commit.commit_state(
             dataclasses.replace(plan, state_latest=fs.basename(new_prefix)), tmp, None
         )
@@ -85,7 +85,10 @@ def _repair_to_output_dir(plan: Plan) -> RepairResult:
         new_prefix=new_prefix,
         step=plan.step,
         files_added=added,
-        linked=linked,
+        linked=carried.linked,
+        copy_method=carried.method,
+        copied_bytes=carried.data_bytes,
+        worker_bytes=carried.worker_bytes,
         state_file=state_file.state_path(out),
         state_backup=None,
         removed_stale=(),
@@ -117,7 +120,7 @@ def _repair_to_output_file_by_file(plan: Plan) -> RepairResult:
     try:
         with commit.temp_dir(out, fs.basename(new_prefix)) as tmp:
             tmp_prefix = fs.join(tmp, fs.basename(new_prefix))
-            linked, checks = _build_for_output(plan, tmp_prefix)
+            carried, checks = _build_for_output(plan, tmp_prefix)
             atomic.failpoint("output-commit")
             added = commit.commit_checkpoint(tmp_prefix, new_prefix)
         state_path = commit.commit_state(plan, out, new_prefix).path
@@ -137,7 +140,10 @@ def _repair_to_output_file_by_file(plan: Plan) -> RepairResult:
         new_prefix=new_prefix,
         step=plan.step,
         files_added=tuple(fs.join(out, n) for n in fs.listdir(out)),
-        linked=linked,
+        linked=carried.linked,
+        copy_method=carried.method,
+        copied_bytes=carried.data_bytes,
+        worker_bytes=carried.worker_bytes,
         state_file=state_path,
         state_backup=None,
         removed_stale=(),

@@ -8,19 +8,29 @@ removing it would race with another repair waiting on it.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from estimator_fix.repair import commit
-from estimator_fix.repair.result import RepairResult
+from estimator_fix.repair.result import Undo
 from estimator_fix.storage import atomic, fs
 
 
-def rollback(result: RepairResult) -> tuple[str, ...]:
-    """Takes ``result``'s repair back. Returns what was done, one phrase each.
+class Undoable(Protocol):
+    """A result that says how to take it back: a ``RepairResult``, a ``SurgeryResult``."""
+
+    @property
+    def undo(self) -> Undo | None: ...
+
+
+def rollback(result: Undoable | None) -> tuple[str, ...]:
+    """Takes ``result``'s repair (or rename) back; None does nothing. Returns what was done,
+    one phrase each.
 
     Raises:
       errors.WriteError: the state file could not be put back (the message says which file;
         the repair's files are then left in place, so the directory still loads).
     """
-    undo = result.undo
+    undo = result.undo if result is not None else None
     if undo is None:
         return ()
     done: list[str] = []

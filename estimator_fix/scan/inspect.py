@@ -1,7 +1,9 @@
 """Finding the checkpoints in a model directory and reading each one (``CheckpointReport``).
 
 V2 indexes are parsed in pure Python and the parsed ``Index`` is kept in the report, so that
-``plan`` and ``repair`` never parse it again; V1 checkpoints need TensorFlow's reader.
+``plan`` and ``repair`` never parse it again; V1 checkpoints need TensorFlow's reader. A sharded
+V1 checkpoint is one report whose prefix is TensorFlow's pattern ``<stem>-?????-of-0000N``
+(see ``checkpoint.state_file``), with every shard listed and checked before TensorFlow reads it.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ from estimator_fix.types import CheckpointReport, Format, Problem, Severity, Sha
 
 _INDEX_SUFFIX = ".index"
 _DATA_RE = re.compile(r"\.data-\d{5}-of-\d{5}$")
-_V1_SHARD_RE = re.compile(r"-\d{5}-of-\d{5}$")
 _NOT_CHECKPOINTS = (".meta", ".pbtxt", ".pb", ".json", ".txt", ".md", ".py", ".csv", ".lock")
 _TABLE_MAGIC = TABLE_MAGIC.to_bytes(8, "little")
 
 
 def find_prefixes(model_dir: str, names: list[str]) -> dict[str, Format]:
-    """Maps each checkpoint prefix basename in ``names`` to its (provisional) format."""
+    """Maps each checkpoint prefix basename in ``names`` to its (provisional) format.
+
+    The shards of a sharded V1 checkpoint make one prefix, its pattern. A group of shard names
+    counts when one of them is a table or its ``<stem>.meta`` is there, so a checkpoint whose
+    only shard is truncated is still reported (and a data set sharded the same way is not).
+    """
     found: dict[str, Format] = {}
     for name in names:
         if is_temporary(name):
             continue
         if name.endswith(_INDEX_SUFFIX):
             found[name[: -len(_INDEX_SUFFIX)]] = Format.V2
+    present = set(names)
     for name in names:
         if (
             name in found
@@ -42,8 +49,15 @@ def find_prefixes(model_dir: str, names: list[str]) -> dict[str, Format]:
             or name.startswith(("events.out.tfevents", "."))
         ):
             continue
-        if _is_v1_file(fs.join(model_dir, name)):
-            found[_V1_SHARD_RE.sub("", name)] = Format.V1
+        pattern = state_file.v1_pattern_of(name)
+        if pattern is None:
+            if _is_v1_file(fs.join(model_dir, name)):
+                found[name] = Format.V1
+        elif pattern not in found and (
+            state_file.v1_stem(pattern) + ".meta" in present
+            or _is_v1_file(fs.join(model_dir, name))
+        ):
+            found[pattern] = Format.V1
     return dict(sorted(found.items(), key=lambda kv: _order_key(kv[0])))
 
 
@@ -56,7 +70,7 @@ def _is_v1_file(path: str) -> bool:
 
 
 def _order_key(name: str) -> tuple[int, str]:
-    step = step_from_suffix(name)
+    step = step_from_suffix(state_file.v1_stem(name))
     return (-1 if step is None else step, name)
 
 
@@ -162,13 +176,37 @@ def _check_shards(prefix: str, index: index_file.Index) -> tuple[ShardInfo, ...]
     return tuple(shards)
 
 
+def _check_v1_shards(prefix: str) -> tuple[ShardInfo, ...]:
+    """Every shard of a V1 checkpoint present and a whole table (TensorFlow's reader would
+    leave a missing shard's tensors out without a word)."""
+    paths = state_file.v1_shard_paths(prefix) or (prefix,)
+    shards = []
+    for i, path in enumerate(paths):
+        if not fs.exists(path):
+            raise errors.MissingShardError(
+                f"{path}: V1 checkpoint shard missing (shard {i} of {len(paths)} of "
+                f"{fs.basename(prefix)}); copy it from the original checkpoint",
+                path=path,
+            )
+        if not _is_v1_file(path):
+            raise errors.CorruptIndexError(
+                f"{path}: not a whole V1 checkpoint table ({fs.size(path)} bytes, no table "
+                "footer: truncated or overwritten); copy it again from the original checkpoint",
+                path=path,
+            )
+        size = fs.size(path)
+        shards.append(ShardInfo(path=path, exists=True, size=size, needed=size))
+    return tuple(shards)
+
+
 def _inspect_v1(prefix: str) -> CheckpointReport:
     """V1 checkpoints: TensorFlow's own reader (the only TF import ``scan`` may make)."""
     import numpy as np
     import tensorflow as tf
 
+    shards = _check_v1_shards(prefix)
     try:
-        reader = tf.compat.v1.train.NewCheckpointReader(prefix)
+        reader = tf.compat.v1.train.NewCheckpointReader(state_file.v1_reader_path(prefix))
         dtypes = reader.get_variable_to_dtype_map()
         shapes = reader.get_variable_to_shape_map()
     except Exception as e:  # TF raises DataLossError, OpError, RuntimeError...
@@ -186,16 +224,17 @@ def _inspect_v1(prefix: str) -> CheckpointReport:
         value = np.asarray(reader.get_tensor(name)).reshape(-1)[0]
         return value.item()
 
-    step = step_report(prefix, Format.V1, tensors, read_value)
-    size = fs.size(prefix) if fs.exists(prefix) else 0
+    # The stem carries the -N suffix: the pattern's own digits are the shard count.
+    stem = fs.join(fs.dirname(prefix), state_file.v1_stem(fs.basename(prefix)))
+    step = step_report(stem, Format.V1, tensors, read_value)
     return CheckpointReport(
         prefix=prefix,
         name=fs.basename(prefix),
         format=Format.V1,
         tensor_count=len(tensors),
-        total_bytes=size,
-        shards=(ShardInfo(path=prefix, exists=True, size=size, needed=size),),
-        step=None if step is None else step,
+        total_bytes=sum(s.size or 0 for s in shards),
+        shards=shards,
+        step=step,
         error=None,
         tensors=tensors,
     )

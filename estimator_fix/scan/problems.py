@@ -3,6 +3,7 @@ file, the step of the target checkpoint, and everything else in the directory.""
 
 from __future__ import annotations
 
+from estimator_fix.checkpoint.keys import OBJECT_STEP_KEY, STEP_KEY
 from estimator_fix.scan.step import FLOAT_DTYPES, INTEGER_DTYPES, is_scalarish
 from estimator_fix.storage import fs
 from estimator_fix.types import (
@@ -119,18 +120,22 @@ def step_problems(target: CheckpointReport) -> tuple[Problem, ...]:
             )
         return ()
     out: list[Problem] = []
-    if target.format is Format.OBJECT_BASED:
-        return (
+    object_based = target.format is Format.OBJECT_BASED
+    key = "estimator_global_step" if object_based else STEP_KEY
+    graph = " and its node in the object graph" if object_based else ""
+    if step.status is StepStatus.MISSING and object_based:
+        out.append(
             Problem(
                 "object_based_step_missing",
-                Severity.UNREPAIRABLE,
-                f"{target.name}: TF2 object-based checkpoint without an int64 step; a plain "
-                "global_step key would be ignored by the object-graph restore",
+                Severity.REPAIRABLE,
+                f"{target.name}: object-based (Keras) checkpoint without {OBJECT_STEP_KEY}, "
+                'where the Keras Estimator restores its step (export fails with "Saver was '
+                'attempting to load an object-based checkpoint")',
                 target.prefix,
-                "re-export from the Keras model, or retrain one step to write a new checkpoint",
-            ),
+                f"repair adds an int64 {key}{graph}",
+            )
         )
-    if step.status is StepStatus.MISSING:
+    elif step.status is StepStatus.MISSING:
         out.append(
             Problem(
                 "step_missing",
@@ -146,10 +151,9 @@ def step_problems(target: CheckpointReport) -> tuple[Problem, ...]:
             Problem(
                 "step_renamed",
                 Severity.REPAIRABLE,
-                f"{target.name}: no global_step key, the step is stored as {step.key!r} "
-                f"({step.dtype})",
+                f"{target.name}: no {key} key, the step is stored as {step.key!r} ({step.dtype})",
                 target.prefix,
-                f"repair adds an int64 global_step and keeps {step.key!r}",
+                f"repair adds an int64 {key}{graph} and keeps {step.key!r}",
             )
         )
     elif step.status is StepStatus.WRONG_DTYPE:
@@ -160,10 +164,10 @@ def step_problems(target: CheckpointReport) -> tuple[Problem, ...]:
             Problem(
                 "step_wrong_dtype",
                 Severity.REPAIRABLE if fixable else Severity.UNREPAIRABLE,
-                f"{target.name}: global_step is {step.dtype}, Estimators need int64 "
+                f"{target.name}: {key} is {step.dtype}, Estimators need int64 "
                 '("expected dtype int64 does not equal original dtype")',
                 target.prefix,
-                "repair replaces it with an int64 global_step of the same value"
+                f"repair replaces it with an int64 {key} of the same value"
                 if fixable
                 else "this tool cannot read a step from it; retrain or pass a healthy checkpoint",
             )
@@ -174,7 +178,7 @@ def step_problems(target: CheckpointReport) -> tuple[Problem, ...]:
             Problem(
                 "step_wrong_shape",
                 Severity.REPAIRABLE if fixable else Severity.UNREPAIRABLE,
-                f"{target.name}: global_step has shape {list(step.shape or ())}, Estimators "
+                f"{target.name}: {key} has shape {list(step.shape or ())}, Estimators "
                 "need a scalar",
                 target.prefix,
                 "repair replaces it with an int64 scalar of the same value"

@@ -4,6 +4,13 @@ Evidence is gathered, never resolved: the step key's value, renamed step keys, o
 iteration counters, a TF2 ``step`` variable and the prefix's ``-N`` suffix are all listed with
 their source, and values that disagree are a conflict for ``plan`` to refuse. Does not perform
 I/O itself: values are read through the callback the caller passes.
+
+Which key is "the step" depends on the format: ``global_step`` for name-based checkpoints, and
+``estimator_global_step/.ATTRIBUTES/VARIABLE_VALUE`` for object-based ones, because the only
+Estimator that writes those (``tf.keras.estimator.model_to_estimator``) restores its step from
+that key and nothing else. Keras optimizers count steps under ``optimizer/iter`` (legacy) or
+``optimizer/_iterations`` (the new ones); a ``save_weights`` prefix (``model.ckpt``) has no
+``-N`` suffix, so for it the counter (or ``--step``) is the only evidence.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from estimator_fix.checkpoint.keys import OBJECT_SUFFIX, STEP_KEY
+from estimator_fix.checkpoint.keys import OBJECT_STEP_KEY, OBJECT_SUFFIX, STEP_KEY
 from estimator_fix.storage import fs
 from estimator_fix.types import (
     EvidenceSource,
@@ -26,7 +33,8 @@ _SUFFIX_RE = re.compile(r"-(\d+)$")
 # Last key component that names a training step: global_step, global_step_1, my_global_step,
 # RL_global_step, estimator_global_step, globalStep.
 _STEP_NAME_RE = re.compile(r"^(\w+_)?global_?step(_\d+)?$", re.IGNORECASE)
-_ITERATIONS_NAMES = frozenset({"iter", "iterations"})
+# Legacy Keras optimizers save `iter`, the new ones `_iterations`, TF2 / Keras 3 `iterations`.
+_ITERATIONS_NAMES = frozenset({"iter", "iterations", "_iterations"})
 _TF2_STEP_NAMES = frozenset({"step"})
 INTEGER_DTYPES = frozenset(
     {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
@@ -46,6 +54,14 @@ def _base_name(key: str) -> str:
 
 def _last(key: str) -> str:
     return _base_name(key).rsplit("/", 1)[-1]
+
+
+def step_key_for(fmt: Format) -> str:
+    """The key the Estimator restores the step from, for a checkpoint of this format.
+
+    Does not perform I/O.
+    """
+    return OBJECT_STEP_KEY if fmt is Format.OBJECT_BASED else STEP_KEY
 
 
 def is_scalarish(shape: tuple[int, ...]) -> bool:
@@ -70,12 +86,13 @@ def step_report(
             return
         evidence.append(StepEvidence(source, int(value), key=t.name, dtype=t.dtype, detail=detail))
 
-    step_t = by_name.get(STEP_KEY)
+    step_key = step_key_for(fmt)
+    step_t = by_name.get(step_key)
     if step_t is not None:
-        add(EvidenceSource.STEP_KEY, step_t, "value of the global_step key")
+        add(EvidenceSource.STEP_KEY, step_t, f"value of the {_base_name(step_key)} key")
     renamed: list[TensorInfo] = []
     for t in tensors:
-        if t.name == STEP_KEY:
+        if t.name == step_key:
             continue
         last = _last(t.name)
         if _STEP_NAME_RE.match(last):
@@ -103,16 +120,7 @@ def step_report(
             status = StepStatus.WRONG_SHAPE
         else:
             status = StepStatus.OK
-        return StepReport(status, STEP_KEY, step_t.dtype, step_t.shape, tuple(evidence), conflict)
-    if fmt is Format.OBJECT_BASED:
-        ok = [
-            t
-            for t in renamed
-            if t.name.endswith(OBJECT_SUFFIX) and t.dtype == "int64" and t.shape == ()
-        ]
-        if ok:
-            t = ok[0]
-            return StepReport(StepStatus.OK, t.name, t.dtype, t.shape, tuple(evidence), conflict)
+        return StepReport(status, step_key, step_t.dtype, step_t.shape, tuple(evidence), conflict)
     if renamed:
         t = renamed[0]
         return StepReport(StepStatus.RENAMED, t.name, t.dtype, t.shape, tuple(evidence), conflict)

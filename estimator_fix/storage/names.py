@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from estimator_fix.checkpoint.state_file import STATE_FILENAME
+from estimator_fix.checkpoint.state_file import STATE_FILENAME, v1_stem
 
 TEMP_MARKER = ".estimator-fix-tmp"
 LOCK_NAME = ".estimator-fix.lock"
@@ -61,10 +61,11 @@ def repaired_name(source_name: str, step: int, *, in_place: bool) -> str:
     """The repaired checkpoint's basename; the step stays its ``-N`` suffix.
 
     In place: ``model.ckpt-200`` -> ``model.ckpt-fixed-200`` (beside the original, whose name
-    it must not take). In a new directory: ``model.ckpt-200``.
+    it must not take). In a new directory: ``model.ckpt-200``. A sharded V1 source
+    (``model.ckpt-200-?????-of-00002``) is named by its stem.
     """
-    head, _, tail = source_name.rpartition("-")
-    stem = head if head and tail.isdigit() else source_name
+    head, _, tail = v1_stem(source_name).rpartition("-")
+    stem = head if head and tail.isdigit() else v1_stem(source_name)
     stem = _REPAIRED_STEM_RE.sub("", stem)  # repairing a repaired checkpoint
     return f"{stem}{FIXED_INFIX}{step}" if in_place else f"{stem}-{step}"
 
@@ -124,3 +125,42 @@ def backup_candidates(state_path: str, now: float | None = None) -> Iterable[str
 
 def is_backup(name: str) -> bool:
     return name.startswith(BACKUP_PREFIX)
+
+
+# --- checkpoint surgery (rename, migrate) -----------------------------------------------------
+
+RENAMED_INFIX = "-renamed"
+_SURGERY_STEM_RE = re.compile(r"-(?:fixed|renamed)\d*$")
+_SURGERY_DATA_RE = re.compile(r"-renamed\d*(?:-\d+)?\.data-\d{5}-of-\d{5}$")
+
+
+def renamed_candidates(source_name: str, *, in_place: bool) -> list[str]:
+    """The names a checkpoint edited by ``rename`` or ``migrate`` may take, first choice first.
+
+    The step stays the ``-N`` suffix. In place: ``model.ckpt-200`` -> ``model.ckpt-renamed-200``
+    (beside the original), then ``-renamed2-200`` ... ``-renamed99-200`` when earlier edits hold
+    those; a prefix without a step suffix (``model.ckpt``) -> ``model.ckpt-renamed``. An edited
+    or repaired source loses its ``-fixedK``/``-renamedK`` first, so edits never stack infixes.
+    In a new directory: the source's name without those infixes (``model.ckpt-200``).
+    Does not perform I/O.
+    """
+    head, _, tail = v1_stem(source_name).rpartition("-")
+    has_step = bool(head) and tail.isdigit()
+    stem = _SURGERY_STEM_RE.sub("", head if has_step else v1_stem(source_name))
+    suffix = f"-{tail}" if has_step else ""
+    if not in_place:
+        return [f"{stem}{suffix}"]
+    return [f"{stem}{RENAMED_INFIX}{suffix}"] + [
+        f"{stem}{RENAMED_INFIX}{n}{suffix}" for n in range(2, MAX_FIXED_CANDIDATES + 1)
+    ]
+
+
+def orphan_surgery_files(names: Iterable[str]) -> list[str]:
+    """Edited (``-renamedK-N``) data files whose index is not there: a crashed commit's."""
+    names = list(names)
+    present = set(names)
+    return [
+        n
+        for n in names
+        if _SURGERY_DATA_RE.search(n) and f"{n[: n.index('.data-')]}.index" not in present
+    ]

@@ -1,17 +1,13 @@
-"""Field samples: checkpoints written by other people's TensorFlow, from ``../shared/field/``.
+"""Field samples: TensorFlow Serving's test bundles, from ``../shared/field/``.
 
 Nobody on this project wrote these files (see the folder's README.md): TensorFlow Serving's test
 bundles (2016-2022, several TensorFlow builds, 6 of them with snappy-compressed index blocks, one
-a V1 sharded session bundle) and TFX's Chicago Taxi ``tf.estimator`` model directory. The tests:
+a V1 sharded session bundle). The tests:
 
 - every bundle: ``estimator-fix scan`` reads it (never "bad input") and lists exactly what
   ``tf.train.list_variables`` lists, with the same dtypes and shapes;
 - every snappy bundle, as a model directory: ``repair`` writes a checkpoint TensorFlow reads
   with every source tensor bit for bit and an int64 step, in an uncompressed index;
-- the TFX model directory broken the ways users break it (step stripped, int32, renamed, a
-  state file from another machine), each with real TensorFlow on a copy: ``estimator-fix
-  repair`` fixes it and the checkpoint's own ``.meta`` graph restores every original tensor
-  bit for bit, with the int64 step at 1000;
 - the table format's other block types, made from a field bundle: TensorFlow and the reader
   agree on what is read and what is refused.
 
@@ -23,19 +19,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import re
 import shutil
-import stat
 import struct
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, repair_dir, run_cli
+from tests.conftest import (
+    FIELD,
+    _bits,
+    assert_int64_step_at,
+    latest,
+    repair_dir,
+    run_cli,
+    save_v2,
+    tensor_bits,
+    write_state_file,
+)
 
-FIELD = REPO.parent / "shared" / "field"
 if not FIELD.is_dir():
     pytest.skip(
         f"the field samples are not here ({FIELD}: the shared/ folder beside the repository); "
@@ -43,16 +45,14 @@ if not FIELD.is_dir():
         allow_module_level=True,
     )
 
-import google_crc32c  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.protobuf import trackable_object_graph_pb2  # noqa: E402
+import google_crc32c
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from estimator_fix import errors  # noqa: E402
-from estimator_fix.checkpoint import index_file, table, table_writer  # noqa: E402
+from estimator_fix import errors
+from estimator_fix.checkpoint import index_file, table, table_writer
 
-TFX_DIR = FIELD / "tfx" / "current" / "Format-Serving"
-TFX_STEP = 1000
 OBJECT_STEP_KEY = "estimator_global_step/.ATTRIBUTES/VARIABLE_VALUE"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _V1_SHARD = re.compile(r"-(\d{5})-of-(\d{5})$")
@@ -117,16 +117,8 @@ def _find_bundles() -> list[Bundle]:
 BUNDLES = _find_bundles()
 SNAPPY = [b for b in BUNDLES if b.snappy]
 
-# The V1 sharded session bundle (export-00000-of-00001) is being supported in scan by another
-# engineer; until that lands scan reports it as unreadable. Not strict: it passes once it does.
-_V1_XFAIL = pytest.mark.xfail(
-    strict=False,
-    reason="scan does not read V1 sharded checkpoints (<prefix>-00000-of-00001) yet",
-)
-
-
 def _params(bundles: list[Bundle]) -> list:
-    return [pytest.param(b, id=b.id, marks=[_V1_XFAIL] if b.v1 else []) for b in bundles]
+    return [pytest.param(b, id=b.id) for b in bundles]
 
 
 def test_the_field_holds_what_its_readme_says() -> None:
@@ -147,40 +139,6 @@ def test_the_field_holds_what_its_readme_says() -> None:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def tensor_bits(name: str | Path) -> dict[str, tuple[str, tuple[int, ...], object]]:
-    """Every key as TensorFlow reads it: dtype name, shape and the value's exact bits.
-
-    Numbers compare by their bytes (so -0.0 and NaN payloads count); strings by their values.
-    """
-    reader = tf.compat.v1.train.NewCheckpointReader(str(name))
-    shapes = reader.get_variable_to_shape_map()
-    out: dict[str, tuple[str, tuple[int, ...], object]] = {}
-    for key, dtype in reader.get_variable_to_dtype_map().items():
-        out[key] = (dtype.name, tuple(shapes[key]), _bits(reader.get_tensor(key)))
-    return out
-
-
-def _bits(value: np.ndarray | object) -> object:
-    array = np.asarray(value)
-    return array.tolist() if array.dtype == object else array.tobytes()
-
-
-def assert_int64_step(name: str | Path, key: str, expected: int) -> None:
-    dtype, shape, bits = tensor_bits(name)[key]
-    assert (dtype, shape) == ("int64", ()), (key, dtype, shape)
-    assert bits == np.int64(expected).tobytes(), (key, bits)
-
-
-def copy_writable(src: Path, dst: Path) -> Path:
-    """A copy of ``src`` (read-only field files) that the test may change and repair may write."""
-    shutil.copytree(src, dst, copy_function=shutil.copyfile)
-    for root, dirs, _ in os.walk(dst):
-        for d in dirs:
-            Path(root, d).chmod(stat.S_IRWXU)
-    dst.chmod(stat.S_IRWXU)
-    return dst
-
-
 def model_dir_from_bundle(bundle: Bundle, model_dir: Path, step: int) -> Path:
     """A model directory holding ``bundle`` as ``model.ckpt-<step>``; returns the new prefix."""
     model_dir.mkdir()
@@ -188,35 +146,6 @@ def model_dir_from_bundle(bundle: Bundle, model_dir: Path, step: int) -> Path:
     for f in bundle.prefix.parent.glob(bundle.prefix.name + ".*"):
         shutil.copyfile(f, str(new_prefix) + f.name[len(bundle.prefix.name) :])
     return new_prefix
-
-
-def write_state_file(model_dir: Path, latest: str, all_paths: list[str]) -> None:
-    lines = [f'model_checkpoint_path: "{latest}"']
-    lines += [f'all_model_checkpoint_paths: "{p}"' for p in all_paths]
-    (model_dir / "checkpoint").write_text("\n".join(lines) + "\n")
-
-
-def save_v2(prefix: Path, values: dict[str, np.ndarray]) -> None:
-    """Writes ``values`` as a checkpoint at ``prefix`` with TensorFlow's SaveV2, replacing it."""
-    for old in prefix.parent.glob(prefix.name + ".*"):
-        if old.suffix != ".meta":
-            old.unlink()
-    names = sorted(values)
-    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
-        sess.run(
-            tf.raw_ops.SaveV2(
-                prefix=str(prefix),
-                tensor_names=names,
-                shape_and_slices=[""] * len(names),
-                tensors=[tf.constant(values[n]) for n in names],
-            )
-        )
-
-
-def latest(model_dir: Path) -> str:
-    found = tf.train.latest_checkpoint(str(model_dir))
-    assert found is not None, f"TensorFlow finds no checkpoint in {model_dir}"
-    return found
 
 
 def assert_index_uncompressed(prefix: str) -> None:
@@ -297,7 +226,7 @@ def check_snappy_repair(bundle: Bundle, model_dir: Path) -> None:
             _assert_object_graph_extends(bits, repaired[key][2])
         else:
             assert repaired[key][2] == bits, key
-    assert_int64_step(repaired_prefix, step_key, _SNAPPY_STEP)
+    assert_int64_step_at(repaired_prefix, step_key, _SNAPPY_STEP)
     assert set(repaired) == {*source, step_key}
     assert_index_uncompressed(repaired_prefix)
 
@@ -321,169 +250,6 @@ def test_cli_repair_of_a_snappy_bundle_with_a_foreign_state_file(tmp_path: Path)
     result = run_cli("repair", f"--model_dir={model_dir}")
     assert result.returncode == 0, result.stderr
     check_snappy_repair(bundle, model_dir)
-
-
-# --- the TFX estimator model directory, broken as users break it ------------------------------
-
-
-@pytest.fixture(scope="session")
-def tfx_values() -> dict[str, np.ndarray]:
-    """Every tensor of the TFX model directory's latest checkpoint, as TensorFlow reads it."""
-    assert latest(TFX_DIR) == str(TFX_DIR / f"model.ckpt-{TFX_STEP}")
-    reader = tf.compat.v1.train.NewCheckpointReader(str(TFX_DIR / f"model.ckpt-{TFX_STEP}"))
-    values = {k: reader.get_tensor(k) for k in reader.get_variable_to_dtype_map()}
-    assert values["global_step"].dtype == np.int64 and int(values["global_step"]) == TFX_STEP
-    assert int(values["training/Ftrl/iter"]) == TFX_STEP
-    return values
-
-
-@pytest.fixture(scope="session")
-def tfx_restore() -> Iterator[Callable[[str], dict[str, object]]]:
-    """Restores a checkpoint into the graph of the model's own ``model.ckpt-1000.meta``.
-
-    The exported graph's Saver restores every variable with its declared dtype (an int64
-    ``global_step``), as the Estimator's does. Returns the bits of every variable after restore.
-    Imported once per session.
-    """
-    graph = tf.Graph()
-    with graph.as_default():
-        saver = tf.compat.v1.train.import_meta_graph(
-            str(TFX_DIR / f"model.ckpt-{TFX_STEP}.meta"), clear_devices=True
-        )
-        variables = tf.compat.v1.global_variables()
-
-    def restore(prefix: str) -> dict[str, object]:
-        with tf.compat.v1.Session(graph=graph) as sess:
-            saver.restore(sess, prefix)
-            values = sess.run(variables)
-        return {v.op.name: _bits(value) for v, value in zip(variables, values, strict=True)}
-
-    yield restore
-
-
-def _strip_step(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v for k, v in values.items() if k != "global_step"}
-
-
-def _retype_step(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {**values, "global_step": values["global_step"].astype(np.int32)}
-
-
-def _rename_step(new_key: str, dtype: type) -> Callable[[dict], dict]:
-    def rename(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {**_strip_step(values), new_key: values["global_step"].astype(dtype)}
-
-    return rename
-
-
-# id -> (how the latest checkpoint's tensors are rewritten, or None: left alone; the problem the
-# scan must find)
-TFX_BREAKS: dict[str, tuple[Callable[[dict], dict] | None, str]] = {
-    # Evidence left: training/Ftrl/iter = 1000 and the -1000 suffix.
-    "step-stripped": (_strip_step, "step_missing"),
-    "step-int32": (_retype_step, "step_wrong_dtype"),
-    # A plain Session loop's custom step is an int32 Variable named my_global_step.
-    "step-renamed-my_global_step-int32": (
-        _rename_step("my_global_step", np.int32),
-        "step_renamed",
-    ),
-    "step-scoped-global_step/global_step": (
-        _rename_step("global_step/global_step", np.int64),
-        "step_renamed",
-    ),
-    "state-file-from-another-machine": (None, "state_foreign_path"),
-}
-
-
-def break_tfx(case: str, values: dict[str, np.ndarray], dst: Path) -> Path:
-    """A copy of the TFX model directory broken as ``case`` says, with real TensorFlow."""
-    model_dir = copy_writable(TFX_DIR, dst)
-    rewrite, _ = TFX_BREAKS[case]
-    if rewrite is not None:
-        save_v2(model_dir / f"model.ckpt-{TFX_STEP}", rewrite(values))
-    else:
-        names = [f"/home/alice/taxi/serving_model_dir/model.ckpt-{s}" for s in (0, 999, TFX_STEP)]
-        write_state_file(model_dir, names[-1], names)
-    return model_dir
-
-
-@dataclasses.dataclass(frozen=True)
-class BrokenTfx:
-    """One broken copy after ``estimator-fix repair``.
-
-    Attributes:
-      model_dir: the copy.
-      broken_restore: how TensorFlow failed on the copy before the repair: the restore's error
-        class, or "no checkpoint" where ``latest_checkpoint`` found none.
-      result: the repair's line in the results journal.
-    """
-
-    model_dir: Path
-    broken_restore: str | None
-    result: dict
-
-
-@pytest.fixture(scope="session")
-def tfx_repaired(
-    tmp_path_factory: pytest.TempPathFactory,
-    tfx_values: dict[str, np.ndarray],
-    tfx_restore: Callable[[str], dict[str, object]],
-) -> dict[str, BrokenTfx]:
-    """Every ``TFX_BREAKS`` case on its own copy, all repaired by one ``estimator-fix repair``.
-
-    One process for all of them (``--model_dirs=@list``): each directory is repaired exactly as
-    with ``--model_dir``, and TensorFlow is imported once instead of once per case.
-    """
-    base = tmp_path_factory.mktemp("tfx")
-    copies = {
-        case: break_tfx(case, tfx_values, base / case.replace("/", "_")) for case in TFX_BREAKS
-    }
-    broken: dict[str, str | None] = {}
-    for case, model_dir in copies.items():
-        prefix = tf.train.latest_checkpoint(str(model_dir))
-        broken[case] = "no checkpoint" if prefix is None else None
-        if prefix is not None:
-            try:
-                tfx_restore(prefix)
-            except (tf.errors.OpError, ValueError) as e:
-                broken[case] = type(e).__name__
-    listing = base / "model_dirs.txt"
-    listing.write_text("".join(f"{d}\n" for d in copies.values()))
-    results = base / "results.jsonl"
-    run = run_cli("repair", f"--model_dirs=@{listing}", f"--results={results}", "--workers=1")
-    assert run.returncode == 0, run.stderr
-    lines = [json.loads(line) for line in results.read_text().splitlines()]
-    by_dir = {Path(line["model_dir"]).resolve(): line for line in lines}
-    return {case: BrokenTfx(d, broken[case], by_dir[d.resolve()]) for case, d in copies.items()}
-
-
-@pytest.mark.parametrize("case", list(TFX_BREAKS))
-def test_broken_tfx_model_dir_is_repaired_and_restores_bit_exactly(
-    case: str,
-    tfx_repaired: dict[str, BrokenTfx],
-    tfx_values: dict[str, np.ndarray],
-    tfx_restore: Callable[[str], dict[str, object]],
-) -> None:
-    broken = tfx_repaired[case]
-    # The break is real: TensorFlow could not restore the model as it was.
-    assert broken.broken_restore is not None
-    result = broken.result
-    assert (result["status"], result["exit_code"], result["repaired"]) == ("done", 0, True), result
-    rewrite, problem = TFX_BREAKS[case]
-    assert problem in result["problems"]
-    # The step is reported where a checkpoint was written; a state-file repair writes none.
-    assert result["step"] == (TFX_STEP if rewrite else None)
-
-    repaired = latest(broken.model_dir)
-    if rewrite is None:
-        assert repaired == str(broken.model_dir / f"model.ckpt-{TFX_STEP}")
-    original = {k: _bits(v) for k, v in tfx_values.items()}
-    assert tfx_restore(repaired) == original
-    # Every original key, read directly, too (the restore reads only the graph's variables).
-    read = tensor_bits(repaired)
-    for key, value in tfx_values.items():
-        assert read[key] == (value.dtype.name, value.shape, original[key]), key
-    assert_int64_step(repaired, "global_step", TFX_STEP)
 
 
 # --- the table format's block types, made from field bundles ----------------------------------
