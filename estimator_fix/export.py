@@ -16,18 +16,22 @@ a failed export leaves behind.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from estimator_fix import errors
+from estimator_fix.model_code.deadline import DEFAULT_TIMEOUT_SECONDS, estimator_sessions
 from estimator_fix.model_code.userspec import user_code
 from estimator_fix.storage import atomic, fs
 
 EXPORT_SCHEMA = "estimator-fix.export/1"
 MODES = ("predict", "eval", "train")
 STEP_KEY = "global_step"
+# Where the Estimator restores its step from: name-based, and a Keras Estimator's object key.
+_STEP_KEYS = frozenset({STEP_KEY, "estimator_global_step/.ATTRIBUTES/VARIABLE_VALUE"})
 _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _MAX_LISTED = 6
 
@@ -80,6 +84,7 @@ class Preflight:
             "step_missing": self.step_missing,
             "object_based": self.object_based,
             "ok": self.ok,
+            "rename_map": rename_suggestions(self),
         }
 
 
@@ -141,6 +146,7 @@ def preflight(
     *,
     mode: str = "predict",
     step_will_be_added: bool = False,
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
 ) -> Preflight:
     """Compares what the export will restore with what the checkpoint holds.
 
@@ -150,9 +156,12 @@ def preflight(
       checkpoint_path: the checkpoint prefix to export.
       mode: predict, eval or train.
       step_will_be_added: a repair is planned; a missing ``global_step`` is not a problem.
+      timeout: seconds each of the serving input function and model_fn may take (None or 0 =
+        no limit): code that never returns must not hang a fleet.
 
     Raises:
-      errors.UserCodeError: the serving input function or model_fn raised.
+      errors.UserCodeError: the serving input function or model_fn raised, or did not return
+        within ``timeout`` (``deadline.UserCodeTimeoutError``).
       errors.InputError: TensorFlow cannot read the checkpoint.
     """
     import tensorflow as tf
@@ -175,9 +184,9 @@ def preflight(
 
     with tf.Graph().as_default() as graph:
         estimator._create_and_assert_global_step(graph)
-        with user_code("the serving input function"):
+        with user_code("the serving input function", timeout=timeout):
             receiver = serving_input_fn()
-        with user_code("model_fn"):
+        with user_code("model_fn", timeout=timeout):
             spec = estimator._call_model_fn(
                 features=receiver.features,
                 labels=getattr(receiver, "labels", None),
@@ -201,10 +210,10 @@ def preflight(
             mismatched.append(KeyProblem(name, key, dtype, shape, dtypes[key], shapes[key]))
     unused = {k: (dtypes[k], shapes[k]) for k in dtypes if k not in used and k != _OBJECT_GRAPH_KEY}
     missing = [_with_rename_hint(p, unused) for p in missing]
-    step_missing = any(p.key == STEP_KEY for p in missing)
+    step_missing = any(p.key in _STEP_KEYS for p in missing)
     if step_will_be_added:
-        missing = [p for p in missing if p.key != STEP_KEY]
-        mismatched = [p for p in mismatched if p.key != STEP_KEY]
+        missing = [p for p in missing if p.key not in _STEP_KEYS]
+        mismatched = [p for p in mismatched if p.key not in _STEP_KEYS]
     return Preflight(
         checkpoint=checkpoint_path,
         mode=mode,
@@ -229,12 +238,22 @@ def _with_rename_hint(
     return dataclasses.replace(p, likely_renamed_from=same[0])
 
 
+def rename_suggestions(report: Preflight) -> dict[str, str]:
+    """The likely renames as a ``map.json`` (checkpoint key -> the key the code restores), each
+    checkpoint key suggested once. Never applied unless passed back with ``--map_file``."""
+    out: dict[str, str] = {}
+    for p in report.missing:
+        if p.likely_renamed_from and p.likely_renamed_from not in out:
+            out[p.likely_renamed_from] = p.checkpoint_key
+    return out
+
+
 def check_preflight(report: Preflight) -> None:
     """Raises ``ModelMismatchError`` listing the keys unless the pre-flight passed."""
     if report.ok:
         return
     keys = {p.key for p in (*report.missing, *report.mismatched)}
-    if keys == {STEP_KEY}:
+    if len(keys) == 1 and keys <= _STEP_KEYS:
         raise errors.ModelMismatchError(
             f'{report.checkpoint}: no usable int64 global_step (export would fail with "Key '
             'global_step not found" or a dtype error); run `estimator-fix repair` first, or '
@@ -244,9 +263,12 @@ def check_preflight(report: Preflight) -> None:
     problems = [p.describe() for p in (*report.missing, *report.mismatched)]
     listed = "; ".join(problems[:_MAX_LISTED])
     more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    renames = rename_suggestions(report)
+    hint = f"; likely renames as a map.json for --map_file: {json.dumps(renames)}" * bool(renames)
     raise errors.ModelMismatchError(
         f"{report.checkpoint}: the model code does not match the checkpoint ({listed}{more}); "
-        "fix the model code or pass the checkpoint it was trained with; nothing was exported",
+        "fix the model code or pass the checkpoint it was trained with; nothing was "
+        f"exported{hint}",
         path=report.checkpoint,
     )
 
@@ -269,21 +291,32 @@ def export(
     as_text: bool = False,
     assets_extra: Mapping[str, str] | None = None,
     checked: Preflight | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
 ) -> ExportResult:
     """Pre-flights (unless ``checked`` is given), then runs the Estimator's own export.
 
+    The export's session places variables as TensorFlow Serving does (soft placement: a
+    variable pinned to ``/gpu:0`` or ``/cpu:1`` restores on this machine's CPU), and the whole
+    export is bounded to ``timeout`` seconds (None or 0 = no limit).
+
     Raises:
       errors.ModelMismatchError: the pre-flight found mismatched keys; nothing exported.
-      errors.UserCodeError: the user's code raised during the export.
+      errors.UserCodeError: the user's code raised during the export, or the export did not
+        finish within ``timeout``.
       errors.ExportError: TensorFlow's export failed; no ``temp-*`` folder is left.
     """
     start = time.monotonic()
     base = check_export_base(export_dir_base)
-    report = checked or preflight(estimator, serving_input_fn, checkpoint_path, mode=mode)
+    report = checked or preflight(
+        estimator, serving_input_fn, checkpoint_path, mode=mode, timeout=timeout
+    )
     check_preflight(report)
     before = set(fs.listdir(base)) if fs.exists(base) else None
     try:
-        with user_code("export_saved_model"):
+        with (
+            user_code("export_saved_model", timeout=timeout),
+            estimator_sessions(estimator, timeout),
+        ):
             raw = estimator.export_saved_model(
                 base,
                 serving_input_fn,

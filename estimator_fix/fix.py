@@ -13,12 +13,13 @@ import dataclasses
 import time
 from typing import Any
 
-from estimator_fix import errors
+from estimator_fix import errors, surgery
 from estimator_fix import export as export_lib
 from estimator_fix import plan as plan_lib
 from estimator_fix import repair as repair_lib
 from estimator_fix import verify as verify_lib
 from estimator_fix.model_code.build import LoadedModel, load_model
+from estimator_fix.model_code.deadline import check_timeout
 from estimator_fix.options import Job
 from estimator_fix.scan import scan
 from estimator_fix.serialize import Serializable
@@ -44,6 +45,7 @@ class FixResult(Serializable):
     export_path: str | None
     ok: bool
     seconds: float
+    rename: surgery.SurgeryResult | None = None  # --map/--map_file: the rename before the export
 
 
 def reject_export(export_path: str) -> str:
@@ -79,33 +81,43 @@ def fix(opts: Job) -> FixResult:
     # Deep: a corrupt tensor must refuse before the first write, not fail the export's
     # restore after a repair was committed.
     report = scan(opts.model_dir, checkpoint=opts.checkpoint, deep=True)
+    edit = surgery.edit_for_job(report, opts)  # --map: refused here, before any write
     the_plan = repair_lib.prepare(report, opts)
     export_base = export_lib.check_export_base(opts.export_dir)
     inputs = verify_lib.load_inputs(opts.inputs) if opts.inputs else None
     if opts.dry_run:
-        return _result(report, the_plan, None, None, None, start)
-    loaded = load_model(opts.model, opts.serving)
+        renamed = None
+        if edit is not None:
+            renamed = surgery.apply(report, edit, output_dir=opts.output_dir, dry_run=True)
+        return _result(report, the_plan, None, None, None, start, renamed)
+    timeout = check_timeout(opts.timeout)
+    loaded = load_model(opts.model, opts.serving, timeout=timeout)
+    renamed = repaired = None
     try:
         target = report.target_report
         assert target is not None
-        checked = export_lib.preflight(
-            loaded.estimator,
-            loaded.serving_input_fn,
-            target.prefix,
-            mode=opts.mode,
-            step_will_be_added=the_plan.add_step,
-        )
+        with surgery.preview(report, edit) as view:  # the renamed keys, nothing written yet
+            checked = export_lib.preflight(
+                loaded.estimator,
+                loaded.serving_input_fn,
+                view or target.prefix,
+                mode=opts.mode,
+                step_will_be_added=the_plan.add_step,
+                timeout=timeout,
+            )
         export_lib.check_preflight(checked)
+        if edit is not None:
+            renamed, report, the_plan = surgery.apply_for_fix(report, edit, opts)
         repaired = None if the_plan.is_noop else repair_lib.repair(the_plan)
         checkpoint = (repaired.new_prefix if repaired else None) or _latest(the_plan)
         try:
             exported, verified = _export_and_verify(
-                opts, loaded, export_base, inputs, checked, checkpoint
+                opts, loaded, export_base, inputs, checked, checkpoint, timeout
             )
         except BaseException as e:
-            if repaired is None:
+            if repaired is None and renamed is None:
                 raise
-            undone = repair_lib.rollback(repaired)
+            undone = (*repair_lib.rollback(repaired), *repair_lib.rollback(renamed))
             if not isinstance(e, errors.Error):
                 raise
             raise type(e)(
@@ -115,7 +127,7 @@ def fix(opts: Job) -> FixResult:
             ) from e
     finally:
         loaded.close()
-    return _result(report, the_plan, repaired, exported, verified, start)
+    return _result(report, the_plan, repaired, exported, verified, start, renamed)
 
 
 def _export_and_verify(
@@ -125,6 +137,7 @@ def _export_and_verify(
     inputs: Any,
     checked: export_lib.Preflight,
     checkpoint: str,
+    timeout: float | None,
 ) -> tuple[export_lib.ExportResult, verify_lib.VerifyResult]:
     """The export and its verification; a SavedModel that fails is renamed ``rejected-...``.
 
@@ -140,6 +153,7 @@ def _export_and_verify(
         as_text=opts.as_text,
         assets_extra=opts.assets_extra,
         checked=checked,
+        timeout=timeout,
     )
     verified = verify_lib.verify(
         exported.export_path,
@@ -148,6 +162,10 @@ def _export_and_verify(
         estimator=loaded.estimator,
         checkpoint_path=checkpoint,
         tolerance=opts.tolerance,
+        # The serving receiver's features, as the export built them: outputs are paired with
+        # predictions through the same graph tensors.
+        serving_input_fn=loaded.serving_input_fn if opts.mode == "predict" else None,
+        timeout=timeout,
     )
     if not verified.ok:
         rejected = reject_export(exported.export_path)
@@ -171,6 +189,7 @@ def _result(
     exported: export_lib.ExportResult | None,
     verified: verify_lib.VerifyResult | None,
     start: float,
+    renamed: surgery.SurgeryResult | None = None,
 ) -> FixResult:
     return FixResult(
         schema=FIX_SCHEMA,
@@ -184,4 +203,5 @@ def _result(
         export_path=exported.export_path if exported else None,
         ok=verified.ok if verified else False,
         seconds=round(time.monotonic() - start, 3),
+        rename=renamed,
     )

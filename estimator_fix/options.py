@@ -16,15 +16,31 @@ from typing import Any
 
 from estimator_fix import errors
 from estimator_fix.checkpoint.keys import INT64_MAX
+from estimator_fix.model_code.deadline import DEFAULT_TIMEOUT_SECONDS, check_timeout
 from estimator_fix.model_code.serving import ServingSpec
 from estimator_fix.model_code.userspec import ModelSpec
 from estimator_fix.storage import fs
 
-COMMANDS = ("scan", "repair", "export", "verify", "fix")
+COMMANDS = ("scan", "repair", "export", "verify", "fix", "rename", "migrate")
 FLEET_COMMANDS = ("scan", "repair", "fix")  # the commands that run over many directories
 MODES = ("predict", "eval", "train")
 SERVING_FORMATS = ("example", "raw")
+MIGRATIONS = ("v2-canned", "ema", "tf2-object")  # `migrate --to`
 DEFAULT_TOLERANCE = 1e-5
+# Fields added after results journals (estimator-fix.result/1) were first written: left out of
+# ``attempt_key`` at their defaults, so that --resume still recognises older journals' jobs.
+_LATER_FIELDS = frozenset(
+    {
+        "deep",
+        "rename_map",
+        "rename_regex",
+        "rename_replacement",
+        "drop",
+        "allow_unmatched",
+        "migrate_to",
+        "timeout",
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +74,16 @@ class Job:
     assets_extra: dict[str, str] | None = None
     inputs: str | None = None
     tolerance: float = DEFAULT_TOLERANCE
+    timeout: float = DEFAULT_TIMEOUT_SECONDS  # seconds per call into the user's model; 0: none
     line: int | None = None  # manifest line number, for messages
+    # rename (and fix): the key mapping (--map / --map_file, parsed), --regex/--replacement,
+    # --drop; migrate: --to.
+    rename_map: dict[str, str] | None = None
+    rename_regex: str | None = None
+    rename_replacement: str | None = None
+    drop: str | None = None
+    allow_unmatched: bool = False
+    migrate_to: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,7 +112,11 @@ class Job:
 
         Does not perform I/O.
         """
-        doc = {k: v for k, v in self.to_dict().items() if k != "line"}
+        doc = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k != "line" and not (k in _LATER_FIELDS and v == _DEFAULTS[k])
+        }
         doc["model_dir"] = fs.normalize(self.model_dir)
         text = json.dumps(doc, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -110,6 +139,7 @@ class Job:
             raise errors.UsageError(f"`{c}` needs --model_dir or --model_dirs")
         if self.step is not None and not 0 <= self.step <= INT64_MAX:
             raise errors.UsageError(f"--step={self.step}: must be from 0 to 2**63-1")
+        check_timeout(self.timeout)
         if self.tolerance < 0:
             raise errors.UsageError(f"--tolerance={self.tolerance}: must be >= 0")
         if self.serving_format not in SERVING_FORMATS:
@@ -129,9 +159,41 @@ class Job:
                 raise errors.UsageError(f"`{c}` needs --estimator or --model_fn")
             if self.serving_input_fn is None and self.serving_features is None:
                 raise errors.UsageError(f"`{c}` needs --serving_input_fn or --serving_features")
+        self._validate_edit()
         if c == "verify" and self.has_model != bool(self.model_dir):
             raise errors.UsageError(
                 "`verify` compares with the checkpoint only given both --model_dir and "
                 "--estimator/--model_fn"
             )
         return self
+
+    @property
+    def has_edit(self) -> bool:
+        """A key mapping, pattern or drop was given (``rename``, ``fix``)."""
+        return bool(self.rename_map) or self.rename_regex is not None or self.drop is not None
+
+    def _validate_edit(self) -> None:
+        """The checks of ``rename``'s, ``fix``'s and ``migrate``'s edit options.
+
+        Raises:
+          errors.UsageError: see ``validate``.
+        """
+        c = self.command
+        if c == "rename" and not self.has_edit:
+            raise errors.UsageError(
+                "`rename` needs --map=OLD=NEW, --map_file=map.json, --regex with "
+                "--replacement, or --drop"
+            )
+        if self.has_edit and c not in ("rename", "fix"):
+            raise errors.UsageError("--map, --map_file, --regex and --drop go with rename or fix")
+        if self.rename_map and self.rename_regex is not None:
+            raise errors.UsageError("--map/--map_file and --regex exclude each other; pass one")
+        if (self.rename_regex is None) != (self.rename_replacement is None):
+            raise errors.UsageError("--regex and --replacement go together")
+        if c == "migrate" and self.migrate_to not in MIGRATIONS:
+            raise errors.UsageError(f"`migrate` needs --to, one of {', '.join(MIGRATIONS)}")
+        if c != "migrate" and self.migrate_to is not None:
+            raise errors.UsageError("--to goes with migrate")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Job)}

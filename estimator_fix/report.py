@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from estimator_fix.fix import FixResult
     from estimator_fix.plan import Plan
     from estimator_fix.repair import RepairResult
+    from estimator_fix.surgery import SurgeryResult
     from estimator_fix.verify import VerifyResult
 
 _EXIT = {Verdict.HEALTHY: 0, Verdict.REPAIRABLE: 3, Verdict.UNREPAIRABLE: 4}
@@ -101,8 +102,53 @@ def repair_text(r: RepairResult) -> str:
         f"state file: {r.state_file}"
         + (f" (old one kept as {r.state_backup})" if r.state_backup else "")
     )
-    lines.append("data files: " + ("hard-linked, no bytes copied" if r.linked else "copied"))
+    lines.append("data files: " + _carried_text(r))
     lines.extend(f"  - {a}" for a in r.actions)
+    lines.extend(f"check: {c}" for c in r.checks)
+    lines.extend(f"removed stale temporary: {s}" for s in r.removed_stale)
+    lines.append("originals: untouched")
+    return "\n".join(lines) + "\n"
+
+
+_COPY_METHODS = {
+    "hard_link": "hard-linked",
+    "server_side": "copied inside the object store",
+    "local_copy": "copied (could not be hard-linked)",
+    "stream": "copied through this process (tf.io.gfile.copy)",
+    "rewritten": "written anew",
+    "none": "none copied",
+}
+
+
+def _carried_text(r: RepairResult) -> str:
+    """How the data files were carried, and the bytes that moved. Does not perform I/O."""
+    text = _COPY_METHODS.get(r.copy_method, r.copy_method)
+    if r.copy_method in ("none", "rewritten"):
+        return text
+    moved = human_bytes(r.worker_bytes)
+    return f"{text}, {human_bytes(r.copied_bytes)}; {moved} through this process"
+
+
+def surgery_text(r: SurgeryResult, *, listed: int = 20) -> str:
+    """``rename``/``migrate``: what changed (the first ``listed`` renames) and every file."""
+    verb = "would write (dry run, nothing written)" if r.dry_run else "wrote"
+    lines = [f"{r.source_prefix} -> {r.new_prefix}"]
+    lines.append(
+        f"{len(r.renames)} keys renamed, {len(r.dropped)} dropped, {len(r.added)} added"
+        + ("" if r.dry_run else f" in {r.seconds:.2f} s")
+    )
+    items = list(r.renames.items())
+    lines.extend(f"  {old} -> {new}" for old, new in items[:listed])
+    if len(items) > listed:
+        lines.append(f"  ... and {len(items) - listed} more (--json lists all)")
+    lines.extend(f"  - {d}" for d in r.dropped)
+    lines.extend(f"  + {a}" for a in r.added)
+    lines.extend(f"note: {n}" for n in r.notes)
+    lines.append(f"{verb}:")
+    lines.extend(f"  {f}" for f in r.files)
+    if not r.dry_run:
+        data = "hard-linked" if r.linked else "copied"
+        lines.append(f"data files: {data}; new bytes: {human_bytes(r.new_bytes)}")
     lines.extend(f"check: {c}" for c in r.checks)
     lines.extend(f"removed stale temporary: {s}" for s in r.removed_stale)
     lines.append("originals: untouched")

@@ -187,7 +187,6 @@ def test_parity_failure_rejects_the_export(
     [
         pytest.param("conflicting_step", (), 5, "step evidence disagrees", id="conflict"),
         pytest.param("missing_step_no_evidence", (), 5, "pass --step", id="no-evidence"),
-        pytest.param("keras_missing_step", (), 4, "object_based_step_missing", id="unrepairable"),
         pytest.param("missing_shard", (), 1, "data shard missing", id="missing-shard"),
         pytest.param(
             "missing_step", ("--estimator_override=nope.py:x",), 2, "nope.py", id="bad-spec"

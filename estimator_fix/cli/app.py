@@ -8,13 +8,19 @@ Usage:
                        --serving_features=spec.json [--serving_format=example|raw])
                        (--estimator=SPEC | --model_fn=SPEC [--params=JSON|@file.json])
                        [--checkpoint=PREFIX] [--as_text] [--assets_extra=DEST=FILE ...]
-                       [--mode=predict|eval|train] [--json]
+                       [--mode=predict|eval|train] [--timeout=600] [--json]
   estimator-fix verify --export_dir=SAVED_MODEL [--inputs=file.json|file.npz]
                        [--model_dir=DIR (--estimator=SPEC | --model_fn=SPEC) [--checkpoint=PREFIX]]
-                       [--tolerance=1e-5] [--json]
+                       [--tolerance=1e-5] [--timeout=600] [--runtime=PYTHON] [--json]
   estimator-fix fix    --model_dir=DIR --export_dir=BASE --serving_input_fn=SPEC
                        (--estimator=SPEC | --model_fn=SPEC) [--step=N] [--output_dir=DIR2]
-                       [--inputs=...] [--dry_run] [--json]
+                       [--inputs=...] [--map=OLD=NEW ... | --map_file=map.json]
+                       [--allow_unmatched] [--timeout=600] [--dry_run] [--json]
+  estimator-fix rename --model_dir=DIR [--checkpoint=PREFIX] (--map=OLD=NEW ... |
+                       --map_file=map.json | --regex=PATTERN --replacement=REPL) [--drop=REGEX]
+                       [--allow_unmatched] [--output_dir=DIR2] [--dry_run] [--json]
+  estimator-fix migrate --model_dir=DIR --to=v2-canned|ema|tf2-object [--checkpoint=PREFIX]
+                       [--output_dir=DIR2] [--dry_run] [--json]
   Many directories (scan, repair, fix): --model_dirs=GLOB or --model_dirs=@list.txt instead of
   --model_dir, or for fix --manifest=jobs.jsonl (one JSON object per directory: model_dir,
   estimator, serving_input_fn, export_dir, step, ...; the command line's flags are defaults);
@@ -41,9 +47,26 @@ Commands:
   verify  Load the SavedModel in a fresh graph, check its signatures and global_step, run it
           on the given inputs or on inputs synthesized from its signature and, with the model,
           compare with Estimator.predict on the checkpoint (max abs difference per output).
+          --runtime=PYTHON runs it on the same inputs in that interpreter too (say the
+          TensorFlow 2.21 one that serves it) and compares the outputs.
   fix     scan -> plan -> pre-flight -> repair (only if needed) -> export -> verify, one report.
           Everything that can refuse runs before the first write. A SavedModel that fails
           verification is renamed rejected-<version> so that Serving never loads it.
+          With --map/--map_file the checkpoint's keys are renamed first (as `rename`), so a
+          model whose code was refactored exports in one command; the pre-flight checks the
+          model code against the renamed keys. A pre-flight that finds likely renames prints
+          them as a ready map.json (never applied unless passed).
+  rename  Rename (and --drop) checkpoint keys without reading or copying a tensor byte: a new
+          index with the new names pointing at the same data (shard, offset, size, crc32c),
+          the data files hard-linked. OLD may be a key or a scope (every key under OLD/); a
+          map.json is one JSON object, old key -> new key. A partitioned variable's slices
+          follow its full name. Refused, with nothing written: two keys mapped to one, a new
+          name another kept key has, an entry that matches nothing (unless
+          --allow_unmatched), a slice named apart from its full name, global_step renamed or
+          dropped. TensorFlow reads the result back before the state file names it.
+  migrate Rename a legacy checkpoint's keys to what newer code restores (--to=v2-canned:
+          tf.compat.v1 canned -> tf.estimator canned; ema: serve the moving averages;
+          tf2-object: a checkpoint tf.train.Checkpoint restores), with `rename`'s commit.
 
 Before and after `repair` (the original files are never modified, renamed or deleted):
   model_dir/                           model_dir/
@@ -55,6 +78,15 @@ Before and after `repair` (the original files are never modified, renamed or del
                                          model.ckpt-fixed-200.data-00001-of-00002 (the step)
   With --output_dir=DIR2 the repaired checkpoint (model.ckpt-200) and its state file go to DIR2
   instead and the source is not written at all.
+
+Before and after `rename --map=dnn=tower` (the original files are never modified):
+  model_dir/                           model_dir/
+    checkpoint -> model.ckpt-200         checkpoint -> model.ckpt-renamed-200
+    model.ckpt-200.index                 checkpoint.bak-<UTC time>   (the old state file)
+    model.ckpt-200.data-00000-of-00001   model.ckpt-200.index, .data-00000-of-00001 (as they were)
+                                         model.ckpt-renamed-200.index (new: dnn/... -> tower/...)
+                                         model.ckpt-renamed-200.data-00000-of-00001 (hard link)
+  With --output_dir=DIR2: DIR2/model.ckpt-200.* and DIR2/checkpoint; the source is not written.
 
 Exit codes:
   0  success; for scan: the directory is healthy
@@ -83,6 +115,7 @@ from absl import app, flags
 
 from estimator_fix import errors, report, tfenv
 from estimator_fix.cli import jobflags
+from estimator_fix.model_code.deadline import check_timeout
 from estimator_fix.options import Job
 from estimator_fix.scan import scan
 
@@ -110,8 +143,17 @@ _SERVING = ("serving_input_fn", "serving_features", "serving_format")
 _COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
     "scan": (*_COMMON, *_FLEET, "deep"),
     "repair": (*_COMMON, *_FLEET, "deep", "step", "output_dir", "dry_run", "drop_renamed"),
-    "export": (*_COMMON, "export_dir", *_SERVING, *_MODEL, "as_text", "assets_extra", "mode"),
-    "verify": (*_COMMON, "export_dir", *_MODEL, "inputs", "tolerance"),
+    "export": (
+        *_COMMON,
+        "export_dir",
+        *_SERVING,
+        *_MODEL,
+        "as_text",
+        "assets_extra",
+        "mode",
+        "timeout",
+    ),
+    "verify": (*_COMMON, "export_dir", *_MODEL, "inputs", "tolerance", "timeout", "runtime"),
     "fix": (
         *_COMMON,
         *_FLEET,
@@ -128,7 +170,23 @@ _COMMAND_FLAGS: dict[str, tuple[str, ...]] = {
         "drop_renamed",
         "inputs",
         "tolerance",
+        "timeout",
+        "map",
+        "map_file",
+        "allow_unmatched",
     ),
+    "rename": (
+        *_COMMON,
+        "map",
+        "map_file",
+        "regex",
+        "replacement",
+        "drop",
+        "allow_unmatched",
+        "output_dir",
+        "dry_run",
+    ),
+    "migrate": (*_COMMON, "to", "output_dir", "dry_run"),
 }
 _OUR_FLAGS = tuple(sorted({f for fs in _COMMAND_FLAGS.values() for f in fs}))
 
@@ -186,7 +244,8 @@ def _run_export(opts: Job) -> int:
     base = export_lib.check_export_base(opts.export_dir)
     scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
     assert scanned.target is not None
-    loaded = load_model(opts.model, opts.serving)
+    timeout = check_timeout(opts.timeout)
+    loaded = load_model(opts.model, opts.serving, timeout=timeout)
     try:
         result = export_lib.export(
             loaded.estimator,
@@ -196,6 +255,7 @@ def _run_export(opts: Job) -> int:
             mode=opts.mode,
             as_text=opts.as_text,
             assets_extra=opts.assets_extra,
+            timeout=timeout,
         )
     finally:
         loaded.close()
@@ -216,7 +276,7 @@ def _run_verify(opts: Job) -> int:
     if opts.model_dir:
         scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
         checkpoint = scanned.target
-        loaded = load_model(opts.model, None)
+        loaded = load_model(opts.model, None, timeout=check_timeout(opts.timeout))
         estimator = loaded.estimator
     try:
         result = verify_lib.verify(
@@ -226,6 +286,8 @@ def _run_verify(opts: Job) -> int:
             estimator=estimator,
             checkpoint_path=checkpoint,
             tolerance=opts.tolerance,
+            timeout=check_timeout(opts.timeout),
+            runtime=jobflags.RUNTIME.value,
         )
     finally:
         if loaded is not None:
@@ -239,6 +301,42 @@ def _run_fix(opts: Job) -> int:
 
     result = fix_lib.fix(opts)
     _emit(result.to_dict(), report.fix_text(result))
+    return errors.EXIT_OK
+
+
+def _run_rename(opts: Job) -> int:
+    from estimator_fix import surgery
+    from estimator_fix.surgery.rules import edit_from_rules
+
+    scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
+    edit = edit_from_rules(
+        surgery.surgery_index(scanned),
+        mapping=opts.rename_map,
+        regex=opts.rename_regex,
+        replacement=opts.rename_replacement,
+        drop=opts.drop,
+        allow_unmatched=opts.allow_unmatched,
+    )
+    result = surgery.apply(scanned, edit, output_dir=opts.output_dir, dry_run=opts.dry_run)
+    _emit(result.to_dict(), report.surgery_text(result))
+    return errors.EXIT_OK
+
+
+def _run_migrate(opts: Job) -> int:
+    from estimator_fix import surgery
+
+    try:
+        from estimator_fix.migrate import plan_migration  # type: ignore[import-not-found,attr-defined,unused-ignore]
+    except ImportError as e:
+        raise errors.UsageError(
+            f"`migrate --to={opts.migrate_to}` is not available in this version; rename keys "
+            "with `estimator-fix rename --map_file=map.json` instead"
+        ) from e
+    assert opts.migrate_to is not None  # Job.validate
+    scanned = scan(opts.model_dir, checkpoint=opts.checkpoint)
+    edit = plan_migration(scanned, to=opts.migrate_to, model_dir=opts.model_dir)
+    result = surgery.apply(scanned, edit, output_dir=opts.output_dir, dry_run=opts.dry_run)
+    _emit(result.to_dict(), report.surgery_text(result))
     return errors.EXIT_OK
 
 
@@ -269,6 +367,8 @@ _COMMANDS: dict[str, Callable[[Job], int]] = {
     "export": _run_export,
     "verify": _run_verify,
     "fix": _run_fix,
+    "rename": _run_rename,
+    "migrate": _run_migrate,
 }
 
 

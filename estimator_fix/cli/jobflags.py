@@ -14,6 +14,7 @@ from absl import flags
 from estimator_fix import errors
 from estimator_fix.checkpoint.keys import INT64_MAX
 from estimator_fix.export import parse_assets_extra
+from estimator_fix.model_code.deadline import DEFAULT_TIMEOUT_SECONDS
 from estimator_fix.model_code.userspec import parse_params
 from estimator_fix.options import DEFAULT_TOLERANCE, Job
 
@@ -72,8 +73,20 @@ MODE = flags.DEFINE_enum("mode", None, ["predict", "eval", "train"], "Export mod
 INPUTS = flags.DEFINE_string(
     "inputs", None, "Inputs for verification: JSON {feature: [rows]} or .npz; default synthesized."
 )
+TIMEOUT = flags.DEFINE_float(
+    "timeout",
+    None,
+    "Seconds each call into your model code may take (building it, pre-flight, export, "
+    "predict) before it is stopped with an error; 0 = no limit (600).",
+)
 TOLERANCE = flags.DEFINE_float(
     "tolerance", None, "Largest allowed |SavedModel - checkpoint| per output (1e-5).", lower_bound=0
+)
+RUNTIME = flags.DEFINE_string(
+    "runtime",
+    None,
+    "verify: also load and run the SavedModel with this Python interpreter (one with TensorFlow "
+    "and NumPy, e.g. the serving stack's) on the same inputs, and compare its outputs.",
 )
 
 MODEL_DIRS = flags.DEFINE_string(
@@ -83,6 +96,33 @@ MANIFEST = flags.DEFINE_string(
     "manifest", None, "fix: a JSON-lines file, one job per directory (flags are defaults)."
 )
 
+MAP = flags.DEFINE_multi_string(
+    "map",
+    None,
+    "rename, fix: OLD=NEW, a key or a scope (every key under OLD/ goes under NEW/); repeatable.",
+)
+MAP_FILE = flags.DEFINE_string(
+    "map_file", None, "rename, fix: a JSON object, old key -> new key (see --map)."
+)
+REGEX = flags.DEFINE_string(
+    "regex", None, "rename: rename every key this pattern matches (re.search), with --replacement."
+)
+REPLACEMENT = flags.DEFINE_string(
+    "replacement", None, "rename: with --regex, the new name (re.sub syntax: \\1 for a group)."
+)
+DROP = flags.DEFINE_string("drop", None, "rename: leave out every key this pattern matches.")
+ALLOW_UNMATCHED = flags.DEFINE_boolean(
+    "allow_unmatched", False, "rename, fix: a map entry or pattern that matches no key is noted."
+)
+TO = flags.DEFINE_enum(
+    "to",
+    None,
+    ["v2-canned", "ema", "tf2-object"],
+    "migrate: v2-canned (tf.compat.v1 canned -> tf.estimator), ema (serve the moving "
+    "averages), tf2-object (a tf.train.Checkpoint layout).",
+)
+
+flags.mark_flags_as_mutual_exclusive(["map", "map_file", "regex"])
 flags.mark_flags_as_mutual_exclusive(["estimator", "model_fn"])
 flags.mark_flags_as_mutual_exclusive(["serving_input_fn", "serving_features"])
 
@@ -113,6 +153,7 @@ EXPORT_FLAGS = (
     "assets_extra",
     "inputs",
     "tolerance",
+    "timeout",
 )
 FLEET_COMMAND_FLAGS = {
     "scan": ("checkpoint", "deep"),
@@ -129,6 +170,11 @@ def job_template(command: str, *, model_dir: str = "") -> Job:
       errors.UsageError: bad --params or --assets_extra.
     """
     assets = parse_assets_extra(ASSETS_EXTRA.value)
+    rename_map = None
+    if MAP.value or MAP_FILE.value:
+        from estimator_fix.surgery.rules import parse_map_flags
+
+        rename_map = parse_map_flags(MAP.value, MAP_FILE.value)
     return Job(
         command=command,
         model_dir=model_dir,
@@ -150,6 +196,13 @@ def job_template(command: str, *, model_dir: str = "") -> Job:
         assets_extra=dict(assets) if assets else None,
         inputs=INPUTS.value,
         tolerance=DEFAULT_TOLERANCE if TOLERANCE.value is None else TOLERANCE.value,
+        timeout=DEFAULT_TIMEOUT_SECONDS if TIMEOUT.value is None else TIMEOUT.value,
+        rename_map=rename_map,
+        rename_regex=REGEX.value,
+        rename_replacement=REPLACEMENT.value,
+        drop=DROP.value,
+        allow_unmatched=ALLOW_UNMATCHED.value,
+        migrate_to=TO.value,
     )
 
 

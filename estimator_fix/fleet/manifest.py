@@ -45,7 +45,7 @@ _BOOL_KEYS = frozenset({"deep", "drop_renamed", "dry_run", "as_text"})
 _MANIFEST_KEYS = frozenset(
     _STR_KEYS
     | _BOOL_KEYS
-    | {"step", "params", "serving_format", "mode", "tolerance", "assets_extra"}
+    | {"step", "params", "serving_format", "mode", "tolerance", "timeout", "assets_extra"}
 )
 # A line that names one of an exclusive pair drops the defaults of the other.
 _ALTERNATIVES = {
@@ -54,7 +54,7 @@ _ALTERNATIVES = {
     "serving_input_fn": ("serving_features", "serving_format"),
     "serving_features": ("serving_input_fn",),
 }
-_NOT_NULL_KEYS = frozenset({"serving_format", "mode", "tolerance", "model_dir"})
+_NOT_NULL_KEYS = frozenset({"serving_format", "mode", "tolerance", "timeout", "model_dir"})
 _JOB_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Job)}
 
 
@@ -78,6 +78,10 @@ def _line_value(key: str, value: Any) -> Any:
                 f"'step' must be an integer from 0 to 2**63-1, got {json.dumps(value)}"
             )
         return value
+    if key == "timeout":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"'timeout' must be a number of seconds >= 0, got {json.dumps(value)}")
+        return float(value)
     if key == "tolerance":
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ValueError(f"'tolerance' must be a number >= 0, got {json.dumps(value)}")

@@ -15,11 +15,14 @@ from typing import Any
 
 from estimator_fix import errors
 from estimator_fix.model_code import serving, userspec
+from estimator_fix.model_code.deadline import DEFAULT_TIMEOUT_SECONDS
 from estimator_fix.model_code.serving import ServingSpec
 from estimator_fix.storage import fs
 
 
-def load_serving_input_fn(spec: ServingSpec) -> Callable[[], Any]:
+def load_serving_input_fn(
+    spec: ServingSpec, *, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
+) -> Callable[[], Any]:
     """The serving input function from a SPEC or a features file.
 
     Raises:
@@ -29,7 +32,7 @@ def load_serving_input_fn(spec: ServingSpec) -> Callable[[], Any]:
     if (spec.input_fn is None) == (spec.features is None):
         raise errors.UsageError("pass exactly one of --serving_input_fn and --serving_features")
     if spec.input_fn is not None:
-        return userspec.load_callable(spec.input_fn, flag="--serving_input_fn")
+        return userspec.load_callable(spec.input_fn, flag="--serving_input_fn", timeout=timeout)
     assert spec.features is not None
     path = fs.normalize(spec.features)
     features = serving.parse_features(fs.read_text(path), path=path)
@@ -51,18 +54,27 @@ def _no_serving_input_fn() -> Any:
     raise errors.UsageError("no serving input function was given")
 
 
-def load_model(model: userspec.ModelSpec, serving_spec: ServingSpec | None) -> LoadedModel:
+def load_model(
+    model: userspec.ModelSpec,
+    serving_spec: ServingSpec | None,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
+) -> LoadedModel:
     """Builds the user's Estimator over a scratch model_dir (see the module docstring).
+
+    ``timeout`` bounds each call into the user's code (importing it, building the Estimator).
 
     Raises:
       errors.UsageError, errors.UserCodeError: a bad SPEC, or the user's code raised.
     """
     serving_input_fn = (
-        load_serving_input_fn(serving_spec) if serving_spec is not None else _no_serving_input_fn
+        load_serving_input_fn(serving_spec, timeout=timeout)
+        if serving_spec is not None
+        else _no_serving_input_fn
     )
     scratch = tempfile.mkdtemp(prefix="estimator-fix-model-")
     try:
-        estimator = userspec.build_estimator(model, scratch)
+        estimator = userspec.build_estimator(model, scratch, timeout=timeout)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise

@@ -2,7 +2,8 @@
 
 Errors in a SPEC itself (malformed, file missing, attribute missing) are usage errors. An
 exception raised *inside* the user's code is reported as the user's error, with the file and
-line of the user's frame where it was raised, not ours or TensorFlow's.
+line of the user's frame where it was raised, not ours or TensorFlow's. Every call into the
+user's code has a time limit (``deadline``), so code that never returns ends in one line too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from types import ModuleType
 from typing import Any
 
 from estimator_fix import errors
+from estimator_fix.model_code import deadline
+from estimator_fix.model_code.deadline import DEFAULT_TIMEOUT_SECONDS
 
 _TF_FACTS = (
     re.compile(r"Key \S+ not found in checkpoint"),
@@ -70,20 +73,25 @@ def describe_user_error(exc: BaseException, what: str) -> str:
 
 
 @contextlib.contextmanager
-def user_code(what: str) -> Iterator[None]:
-    """Turns an exception raised by the user's code into ``errors.UserCodeError``."""
-    try:
-        yield
-    except errors.Error:
-        raise
-    except Exception as e:
-        frame = user_frame(e)
-        raise errors.UserCodeError(
-            describe_user_error(e, what), path=frame.filename if frame else None
-        ) from e
+def user_code(what: str, *, timeout: float | None = DEFAULT_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Turns an exception raised by the user's code into ``errors.UserCodeError``.
+
+    The block is also bounded to ``timeout`` seconds (None or 0 = no limit): user code that
+    loops or waits forever ends in a ``deadline.UserCodeTimeoutError`` naming ``what``.
+    """
+    with deadline.deadline(timeout, what):
+        try:
+            yield
+        except errors.Error:
+            raise
+        except Exception as e:
+            frame = user_frame(e)
+            raise errors.UserCodeError(
+                describe_user_error(e, what), path=frame.filename if frame else None
+            ) from e
 
 
-def _load_file(path: str, flag: str, spec: str) -> ModuleType:
+def _load_file(path: str, flag: str, spec: str, timeout: float | None) -> ModuleType:
     if not os.path.isfile(path):
         raise errors.UsageError(f"{flag}={spec}: no such file {path}")
     name = "estimator_fix_user_" + os.path.splitext(os.path.basename(path))[0]
@@ -98,7 +106,7 @@ def _load_file(path: str, flag: str, spec: str) -> ModuleType:
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     sys.modules[name] = module
     try:
-        with user_code(f"importing {path}"):
+        with user_code(f"importing {path}", timeout=timeout):
             module_spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(name, None)
@@ -106,7 +114,7 @@ def _load_file(path: str, flag: str, spec: str) -> ModuleType:
     return module
 
 
-def load_attr(spec: str, *, flag: str) -> Any:
+def load_attr(spec: str, *, flag: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS) -> Any:
     """Resolves ``module:attr`` / ``file.py:attr`` (``attr`` may be dotted).
 
     Raises:
@@ -119,10 +127,10 @@ def load_attr(spec: str, *, flag: str) -> Any:
             f"{flag}={spec}: expected package.module:attribute or path/to/file.py:attribute"
         )
     if module_part.endswith(".py") or os.sep in module_part:
-        module = _load_file(module_part, flag, spec)
+        module = _load_file(module_part, flag, spec, timeout)
     else:
         try:
-            with user_code(f"importing {module_part}"):
+            with user_code(f"importing {module_part}", timeout=timeout):
                 module = importlib.import_module(module_part)
         except errors.UserCodeError as e:
             cause = e.__cause__
@@ -144,8 +152,10 @@ def load_attr(spec: str, *, flag: str) -> Any:
     return value
 
 
-def load_callable(spec: str, *, flag: str) -> Callable[..., Any]:
-    value = load_attr(spec, flag=flag)
+def load_callable(
+    spec: str, *, flag: str, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
+) -> Callable[..., Any]:
+    value = load_attr(spec, flag=flag, timeout=timeout)
     if not callable(value):
         raise errors.UsageError(f"{flag}={spec}: is a {type(value).__name__}, not a function")
     return value
@@ -179,8 +189,12 @@ def parse_params(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-def build_estimator(spec: ModelSpec, model_dir: str) -> Any:
+def build_estimator(
+    spec: ModelSpec, model_dir: str, *, timeout: float | None = DEFAULT_TIMEOUT_SECONDS
+) -> Any:
     """Builds the user's ``tf.estimator.Estimator`` bound to ``model_dir``.
+
+    ``timeout`` bounds the user's factory or the Estimator's constructor (None or 0 = none).
 
     Raises:
       errors.UsageError: bad SPEC, or it does not give an Estimator.
@@ -193,7 +207,7 @@ def build_estimator(spec: ModelSpec, model_dir: str) -> Any:
     if (spec.estimator is None) == (spec.model_fn is None):
         raise errors.UsageError("pass exactly one of --estimator and --model_fn")
     if spec.estimator is not None:
-        value = load_attr(spec.estimator, flag="--estimator")
+        value = load_attr(spec.estimator, flag="--estimator", timeout=timeout)
         if isinstance(value, estimator_cls):
             return value
         if not callable(value):
@@ -201,7 +215,7 @@ def build_estimator(spec: ModelSpec, model_dir: str) -> Any:
                 f"--estimator={spec.estimator}: is a {type(value).__name__}, not an Estimator "
                 "or a function returning one"
             )
-        with user_code(f"--estimator={spec.estimator}"):
+        with user_code(f"--estimator={spec.estimator}", timeout=timeout):
             result = value(model_dir)
         if not isinstance(result, estimator_cls):
             raise errors.UsageError(
@@ -210,6 +224,6 @@ def build_estimator(spec: ModelSpec, model_dir: str) -> Any:
             )
         return result
     assert spec.model_fn is not None
-    model_fn = load_callable(spec.model_fn, flag="--model_fn")
-    with user_code(f"--model_fn={spec.model_fn}"):
+    model_fn = load_callable(spec.model_fn, flag="--model_fn", timeout=timeout)
+    with user_code(f"--model_fn={spec.model_fn}", timeout=timeout):
         return tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir, params=spec.params)

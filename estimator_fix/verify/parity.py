@@ -1,9 +1,12 @@
 """The checkpoint side: its ``global_step``, ``Estimator.predict`` on it, output-by-output parity.
 
 ``compare_with_predict`` runs ``Estimator.predict`` on exactly the features the SavedModel was
-fed, restoring the checkpoint prefix given (never the state file's latest), and compares every
-signature output with the prediction key it corresponds to: numbers by max absolute
-difference against the tolerance (NaN equals NaN, an inf equals the same inf), strings exactly.
+fed, restoring the checkpoint prefix given (never the state file's latest), takes its first
+batch (exactly the rows fed: a model whose predictions do not read the input would otherwise
+never reach the end of it) and compares every signature output with the prediction key it is:
+the one whose tensor the model_fn's ``export_outputs`` exported (``pairing``), else the one its
+name says. Numbers by max absolute difference against the tolerance (NaN equals NaN, an inf
+equals the same inf), strings exactly.
 """
 
 from __future__ import annotations
@@ -11,29 +14,30 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from estimator_fix import errors
-from estimator_fix.model_code import userspec
+from estimator_fix.model_code import deadline, userspec
+from estimator_fix.model_code.deadline import DEFAULT_TIMEOUT_SECONDS
 from estimator_fix.storage import fs
-from estimator_fix.verify.inputs import SparseRows
+from estimator_fix.verify.pairing import SINGLE_OUTPUT_KEY, Pairing, feature_tensors, pair_outputs
 from estimator_fix.verify.result import OutputParity
 from estimator_fix.verify.savedmodel import Run
 
-# Signature outputs whose key differs from the Estimator's prediction key, in the order tried
-# (the first candidate with a matching shape wins). The canned heads' classification signature
-# has `scores` (= probabilities) and `classes` (= all_classes, the class names tiled per row);
-# the regression signature has `outputs` (= predictions).
-# A model_fn whose ``predictions`` is one tensor, not a dict, exports it as `output` (the
-# PredictOutput default); ``predict`` files such predictions under that same key.
-_SINGLE_OUTPUT_KEY = "output"
+# The name rules, for outputs the graph does not pair: signature outputs whose key differs from
+# the Estimator's prediction key, in the order tried (the first candidate with a matching shape
+# wins). The canned heads' classification signature has `scores` (= probabilities) and `classes`
+# (= all_classes, the class names tiled per row: another tensor than any prediction); the
+# regression signature has `outputs` (= predictions). A model_fn whose ``predictions`` is one
+# tensor, not a dict, exports it as `output` (the PredictOutput default); ``predict`` files such
+# predictions under that same key.
 _OUTPUT_ALIASES: dict[str, tuple[str, ...]] = {
-    "scores": ("probabilities", _SINGLE_OUTPUT_KEY),
+    "scores": ("probabilities", SINGLE_OUTPUT_KEY),
     "classes": ("classes", "all_classes"),
-    "outputs": ("predictions", _SINGLE_OUTPUT_KEY),
+    "outputs": ("predictions", SINGLE_OUTPUT_KEY),
 }
 
 
@@ -78,16 +82,32 @@ def read_checkpoint_step(checkpoint_path: str) -> int | None:
 
 
 def compare_with_predict(
-    ran: Run, estimator: Any, checkpoint_path: str, tolerance: float
+    ran: Run,
+    estimator: Any,
+    checkpoint_path: str,
+    tolerance: float,
+    *,
+    serving_input_fn: Callable[[], Any] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
 ) -> tuple[list[OutputParity], list[str]]:
     """``Estimator.predict`` on the features the SavedModel got, compared output by output.
+
+    Args:
+      ran: what the SavedModel's signatures returned, and the features they were fed.
+      estimator: the user's Estimator.
+      checkpoint_path: the prefix predict restores.
+      tolerance: the largest absolute difference accepted per element.
+      serving_input_fn: the receiver the export used; the outputs are paired on its features
+        (None = on the features predict gets).
+      timeout: seconds each call into the model may take (None or 0 = no limit).
 
     Returns:
       One row per output of every signature run, and the check lines: what predict returned,
       then one line per row.
 
     Raises:
-      errors.UserCodeError: the user's model code raised inside ``Estimator.predict``.
+      errors.UserCodeError: the user's model code raised inside ``Estimator.predict`` or
+        building its PREDICT graph, or did not finish within ``timeout``.
       errors.ExportError: ``Estimator.predict`` failed in TensorFlow (the checkpoint does not
         restore into the model).
     """
@@ -96,47 +116,58 @@ def compare_with_predict(
         for name, value in ran.inputs.estimator_features.items()
         if name in ran.used_features
     }
-    predictions = predict(estimator, features, checkpoint_path)
+    predictions = predict(estimator, features, checkpoint_path, timeout=timeout)
+    pairing = pair_outputs(estimator, serving_input_fn, features, timeout)
     checks = [
-        f"Estimator.predict on {checkpoint_path} with the same {ran.inputs.rows} example(s): "
-        f"keys {', '.join(sorted(predictions)) or '(none)'}"
+        f"Estimator.predict on {checkpoint_path} with the same {ran.inputs.rows} example(s), "
+        f"first batch: keys {', '.join(sorted(predictions)) or '(none)'}"
     ]
     rows = []
     for signature in ran.run:
         for output, value in sorted(ran.outputs[signature].items()):
-            row = _compare(signature, output, value, predictions, tolerance)
+            row = _compare(signature, output, value, predictions, tolerance, pairing)
             rows.append(row)
             checks.append(_parity_line(row, tolerance))
     return rows, checks
 
 
 def predict(
-    estimator: Any, features: Mapping[str, Any], checkpoint_path: str
+    estimator: Any,
+    features: Mapping[str, Any],
+    checkpoint_path: str,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
 ) -> dict[str, np.ndarray]:
-    """``Estimator.predict`` on one batch of ``features``, batches concatenated.
+    """The first batch ``Estimator.predict`` yields for ``features`` (one batch of all rows).
+
+    Only the first: ``predict`` ends when its input runs out, and a model whose predictions do
+    not read the input (``BaselineClassifier`` uses only the batch size) never gets there. Its
+    session places variables as Serving does (``deadline.estimator_sessions``) and the call is
+    bounded to ``timeout`` seconds.
 
     Raises:
-      errors.UserCodeError: the user's model code raised (its file and line are named).
+      errors.UserCodeError: the user's model code raised (its file and line are named), or
+        predict did not finish within ``timeout``.
       errors.ExportError: TensorFlow failed with no user frame on the stack, typically the
         checkpoint does not restore into the model (a missing or mistyped key).
     """
     import tensorflow as tf
 
     def input_fn() -> Any:
-        # One dataset element: predict stops after one batch (constant tensors never end).
-        tensors = {
-            name: value.to_tensor() if isinstance(value, SparseRows) else tf.constant(value)
-            for name, value in features.items()
-        }
-        return tf.data.Dataset.from_tensors(tensors)
+        return tf.data.Dataset.from_tensors(feature_tensors(features))
 
-    batches: list[Mapping[str, Any]] = []
-    with userspec.user_code("Estimator.predict"):
+    with (
+        userspec.user_code("Estimator.predict", timeout=timeout),
+        deadline.estimator_sessions(estimator, timeout),
+    ):
         try:
-            for batch in estimator.predict(
+            batches = estimator.predict(
                 input_fn, checkpoint_path=checkpoint_path, yield_single_examples=False
-            ):
-                batches.append(batch if isinstance(batch, Mapping) else {_SINGLE_OUTPUT_KEY: batch})
+            )
+            try:
+                first = next(batches, None)
+            finally:
+                batches.close()  # ends predict's session without asking for another batch
         except tf.errors.OpError as e:
             if userspec.user_frame(e) is not None:
                 raise
@@ -145,11 +176,10 @@ def predict(
                 f"{_op_error_summary(e)}); run estimator-fix scan on its directory",
                 path=checkpoint_path,
             ) from e
-    if not batches:
+    if first is None:
         return {}
-    return {
-        key: np.concatenate([np.asarray(b[key]) for b in batches], axis=0) for key in batches[0]
-    }
+    batch = first if isinstance(first, Mapping) else {SINGLE_OUTPUT_KEY: first}
+    return {key: np.asarray(value) for key, value in batch.items()}
 
 
 def _op_error_summary(error: Any) -> str:
@@ -170,18 +200,27 @@ def _compare(
     value: np.ndarray,
     predictions: Mapping[str, np.ndarray],
     tolerance: float,
+    pairing: Pairing,
 ) -> OutputParity:
     shape = tuple(int(d) for d in value.shape)
     is_text = value.dtype.kind in "SUO"
     base = OutputParity(signature, output, None, None, shape, value.dtype.name)
-    candidates = [output, *(k for k in _OUTPUT_ALIASES.get(output, ()) if k != output)]
-    present = [k for k in candidates if k in predictions]
-    if not present:
-        return dataclasses.replace(base, note="no Estimator.predict key with this name")
-    matching = [k for k in present if tuple(np.shape(predictions[k])) == shape]
+    paired = pairing.key_for(signature, output)
+    if paired is not None and paired in predictions:
+        present = matching = [paired]
+        if tuple(np.shape(predictions[paired])) != shape:
+            matching = []
+        paired_by = "tensor"
+    else:
+        candidates = [output, *(k for k in _OUTPUT_ALIASES.get(output, ()) if k != output)]
+        present = [k for k in candidates if k in predictions]
+        if not present:
+            return dataclasses.replace(base, note=_why_not_compared(signature, pairing))
+        matching = [k for k in present if tuple(np.shape(predictions[k])) == shape]
+        paired_by = "name"
     key = matching[0] if matching else present[0]
     expected = np.asarray(predictions[key])
-    base = dataclasses.replace(base, prediction_key=key)
+    base = dataclasses.replace(base, prediction_key=key, paired_by=paired_by)
     if not matching:
         return dataclasses.replace(
             base,
@@ -220,11 +259,24 @@ def _compare(
     )
 
 
+def _why_not_compared(signature: str, pairing: Pairing) -> str:
+    if pairing.knows(signature):
+        return (
+            "its tensor is none of the model_fn's predictions and no Estimator.predict key "
+            "has its name"
+        )
+    return (
+        f"the model code's export_outputs have no signature {signature!r} and no "
+        "Estimator.predict key has this output's name"
+    )
+
+
 def _parity_line(p: OutputParity, tolerance: float) -> str:
     where = f"{p.signature}/{p.output}"
     if p.prediction_key is None:
         return f"not compared {where}: {p.note}"
-    versus = f"vs Estimator.predict[{p.prediction_key!r}]"
+    how = " (same tensor)" if p.paired_by == "tensor" else ""
+    versus = f"vs Estimator.predict[{p.prediction_key!r}]{how}"
     if p.compared == "exact":
         verdict = "equal" if p.ok else f"DIFFERENT ({p.note})"
         return f"{'ok' if p.ok else 'MISMATCH'} {where} {versus}: {verdict}"

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from estimator_fix import serialize
+
+if TYPE_CHECKING:
+    from estimator_fix.verify.elsewhere import RuntimeParity
 
 VERIFY_SCHEMA = "estimator-fix.verify/1"
 
@@ -34,6 +38,9 @@ class OutputParity(serialize.Serializable):
         compared.
       ok: the comparison passed; None when not compared.
       note: why it was not compared, or what failed, in words.
+      paired_by: how ``prediction_key`` was found: ``tensor`` (the model_fn exported that
+        prediction's own tensor under this output), ``name`` (the output's name, or a known
+        alias such as ``scores`` for ``probabilities``) or "" when not compared.
     """
 
     signature: str
@@ -46,6 +53,7 @@ class OutputParity(serialize.Serializable):
     mismatched: int | None = None
     ok: bool | None = None
     note: str = ""
+    paired_by: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +86,7 @@ class VerifyResult(serialize.Serializable):
       checks: what was checked, in order, one line each (the text report is built from them).
       outputs: signature -> output key -> the array it returned; not in the JSON, so that the
         report stays small.
+      runtime: with ``--runtime``, what the other interpreter gave on the same feeds.
     """
 
     schema: str
@@ -100,3 +109,4 @@ class VerifyResult(serialize.Serializable):
     outputs: Mapping[str, Mapping[str, np.ndarray]] = serialize.hidden(
         default_factory=dict, repr=False, compare=False
     )
+    runtime: RuntimeParity | None = None

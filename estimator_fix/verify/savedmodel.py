@@ -1,8 +1,10 @@
 """The SavedModel side: find it, load it in a fresh graph, read its step, run its signatures.
 
 ``load_and_run`` loads the MetaGraph as TensorFlow Serving's TF1 loader does
-(``tf.compat.v1.saved_model.loader.load``), reads the ``global_step`` the export restored,
-plans every signature, feeds the ones it can and keeps their outputs. Every failure is an
+(``tf.compat.v1.saved_model.loader.load``, in a session with soft placement on, as Serving and
+``tf.saved_model.load`` have it: variables pinned to ``/cpu:1`` or ``/gpu:0`` by multi-device
+training restore on this machine's CPU), reads the ``global_step`` the export restored, plans
+every signature, feeds the ones it can and keeps their outputs. Every failure is an
 ``ExportError`` naming the SavedModel's directory.
 """
 
@@ -15,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from estimator_fix import errors
+from estimator_fix.model_code import deadline
+from estimator_fix.model_code.deadline import DEFAULT_TIMEOUT_SECONDS
 from estimator_fix.storage import fs
 from estimator_fix.verify.inputs import (
     CannotSynthesizeError,
@@ -41,6 +45,8 @@ class Run:
       skipped: the signatures that could not be fed.
       used_features: the features of the signatures that ran (what ``Estimator.predict`` gets).
       checks: one line per thing checked: the load, the step, ignored inputs, each signature.
+      feeds: signature -> tensor name -> the value fed (what ``verify --runtime`` feeds there).
+      fetches: signature -> output key -> tensor name.
     """
 
     signatures: tuple[str, ...]
@@ -51,6 +57,8 @@ class Run:
     skipped: tuple[str, ...]
     used_features: frozenset[str]
     checks: tuple[str, ...]
+    feeds: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    fetches: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def resolve_saved_model(path: str) -> str:
@@ -92,22 +100,42 @@ def load_and_run(
     num_synthesized: int,
     seed: int,
     step_check: Callable[[int | None], str],
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
 ) -> Run:
     """Loads the SavedModel in a fresh graph and runs every signature it can feed.
 
     ``step_check`` turns the exported step into its check line, or raises before any
-    signature runs.
+    signature runs. ``timeout`` bounds the whole load and run (None or 0 = no limit), and
+    each TensorFlow run in the session (``operation_timeout_in_ms``).
 
     Raises:
       errors.ExportError: the SavedModel does not load, has no signatures, no signature could
-        be fed, one failed to run, or there are no synthetic values for a dtype.
+        be fed, one failed to run, or there are no synthetic values for a dtype; a
+        ``deadline.UserCodeTimeoutError`` when it took longer than ``timeout``.
       errors.InputError: the given inputs miss a feature or do not fit a signature.
     """
+    with deadline.deadline(timeout, f"loading and running the SavedModel {export_path}"):
+        return _load_and_run(
+            export_path, tags, given, inputs_source, num_synthesized, seed, step_check, timeout
+        )
+
+
+def _load_and_run(
+    export_path: str,
+    tags: Sequence[str],
+    given: Mapping[str, np.ndarray] | None,
+    inputs_source: str,
+    num_synthesized: int,
+    seed: int,
+    step_check: Callable[[int | None], str],
+    timeout: float | None,
+) -> Run:
     import tensorflow as tf
 
     checks: list[str] = []
     graph = tf.Graph()
-    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+    config = deadline.session_config(None, timeout)
+    with graph.as_default(), tf.compat.v1.Session(graph=graph, config=config) as sess:
         meta_graph = _load(export_path, tags, graph, sess)
         signatures = signature_order(list(meta_graph.signature_def))
         if not signatures:
@@ -136,6 +164,7 @@ def load_and_run(
             if unused:
                 checks.append(f"ignored input(s) no signature takes: {', '.join(unused)}")
         outputs: dict[str, dict[str, np.ndarray]] = {}
+        feeds: dict[str, Mapping[str, Any]] = {}
         run: list[str] = []
         skipped: list[str] = []
         for plan in plans:
@@ -144,9 +173,8 @@ def load_and_run(
                 skipped.append(plan.signature)
                 checks.append(f"skipped signature {plan.signature!r}: {reason}")
                 continue
-            outputs[plan.signature] = _run_signature(
-                plan, sess, feed_for(plan, inputs), export_path
-            )
+            feeds[plan.signature] = feed_for(plan, inputs)
+            outputs[plan.signature] = _run_signature(plan, sess, feeds[plan.signature], export_path)
             run.append(plan.signature)
             shapes = ", ".join(
                 f"{k} {tuple(v.shape)}" for k, v in sorted(outputs[plan.signature].items())
@@ -172,6 +200,8 @@ def load_and_run(
         tuple(skipped),
         used,
         tuple(checks),
+        feeds=feeds,
+        fetches={p.signature: dict(p.outputs) for p in plans if p.signature in run},
     )
 
 

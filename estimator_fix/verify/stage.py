@@ -7,14 +7,15 @@ when it has the model (``parity``) and sums up in a ``VerifyResult``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from estimator_fix import errors
+from estimator_fix.model_code.deadline import DEFAULT_TIMEOUT_SECONDS, check_timeout
 from estimator_fix.storage import fs
-from estimator_fix.verify import parity, savedmodel
+from estimator_fix.verify import elsewhere, parity, savedmodel
 from estimator_fix.verify.result import VERIFY_SCHEMA, OutputParity, VerifyResult
 
 
@@ -30,6 +31,9 @@ def verify(
     seed: int = 0,
     tags: Sequence[str] = ("serve",),
     require_step_match: bool = True,
+    serving_input_fn: Callable[[], Any] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
+    runtime: str | None = None,
 ) -> VerifyResult:
     """Loads, runs and (with the model) checks a SavedModel against its checkpoint.
 
@@ -51,6 +55,13 @@ def verify(
       tags: the MetaGraph tags to load.
       require_step_match: False only to compare against a checkpoint of another step on
         purpose (diagnostics, tests); the mismatch is then a check line, not an error.
+      serving_input_fn: the receiver the SavedModel was exported with; signature outputs are
+        paired with prediction keys in the model_fn's PREDICT graph on its features, as the
+        export built it (None = on the features ``Estimator.predict`` gets).
+      timeout: seconds each step may take (loading and running the SavedModel, building the
+        model's PREDICT graph, ``Estimator.predict``); None or 0 = no limit.
+      runtime: another Python interpreter (``--runtime``) that loads and runs the SavedModel on
+        the same feeds; its outputs must be within ``tolerance`` of these (``elsewhere``).
 
     Returns:
       A VerifyResult; ``ok`` is False on a parity mismatch (never raised here).
@@ -61,12 +72,16 @@ def verify(
       errors.InputError: the inputs miss a feature or do not fit the signature; the checkpoint
         cannot be read (``errors.PathNotFoundError`` when it does not exist).
       errors.UsageError: an Estimator without a checkpoint, or a bad number.
-      errors.UserCodeError: the user's model code raised inside ``Estimator.predict``.
+      errors.UserCodeError: the user's model code raised inside ``Estimator.predict``, or a
+        step did not finish within ``timeout`` (``deadline.UserCodeTimeoutError``).
+      errors.UsageError: ``runtime`` does not run; errors.ExportError: the SavedModel does
+        not load or run there.
     """
     if num_synthesized < 1:
         raise errors.UsageError(f"num_synthesized={num_synthesized}: must be at least 1")
     if not tolerance >= 0:
         raise errors.UsageError(f"--tolerance={tolerance}: must be a number >= 0")
+    timeout = check_timeout(timeout)
     if estimator is not None and checkpoint_path is None:
         raise errors.UsageError(
             "parity with Estimator.predict needs the checkpoint prefix the SavedModel was "
@@ -88,6 +103,7 @@ def verify(
         lambda exported: _step_check(
             export_path, exported, checkpoint_path, checkpoint_step, require_step_match
         ),
+        timeout,
     )
     checks = list(ran.checks)
 
@@ -95,7 +111,12 @@ def verify(
     if estimator is not None:
         assert checkpoint_path is not None
         rows, parity_checks = parity.compare_with_predict(
-            ran, estimator, checkpoint_path, tolerance
+            ran,
+            estimator,
+            checkpoint_path,
+            tolerance,
+            serving_input_fn=serving_input_fn,
+            timeout=timeout,
         )
         checks.extend(parity_checks)
     else:
@@ -128,6 +149,21 @@ def verify(
             )
         else:
             checks.append("FAILED: no signature output matched an Estimator.predict key")
+    elsewhere_parity = None
+    if runtime is not None:
+        elsewhere_parity, runtime_checks = elsewhere.compare(
+            runtime,
+            export_path,
+            tuple(tags),
+            ran.feeds,
+            ran.fetches,
+            ran.outputs,
+            ran.exported_step,
+            tolerance,
+            timeout,
+        )
+        checks.extend(runtime_checks)
+        ok = ok and elsewhere_parity.ok
     return VerifyResult(
         schema=VERIFY_SCHEMA,
         export_path=export_path,
@@ -147,6 +183,7 @@ def verify(
         ok=ok,
         checks=tuple(checks),
         outputs=ran.outputs,
+        runtime=elsewhere_parity,
     )
 
 
