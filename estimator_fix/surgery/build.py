@@ -104,6 +104,8 @@ def layout(index: Index, edit: Edit, *, rewrite_graph: bool) -> Layout:
             if final != e.name:
                 renames[e.name] = final
         items.append((key, e.raw_value))
+    if rewrite_graph:  # also where the source had no object graph (migrate --to=tf2-object)
+        expected[OBJECT_GRAPH_KEY] = ("string", ())
     n = index.header.num_shards
     additions_shard = n if edit.additions else None
     graph_shard = n + (1 if edit.additions else 0) if rewrite_graph else None
