@@ -117,6 +117,7 @@ def _find_bundles() -> list[Bundle]:
 BUNDLES = _find_bundles()
 SNAPPY = [b for b in BUNDLES if b.snappy]
 
+
 def _params(bundles: list[Bundle]) -> list:
     return [pytest.param(b, id=b.id) for b in bundles]
 

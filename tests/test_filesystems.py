@@ -1,12 +1,15 @@
-"""scan and repair on a second filesystem scheme: the same tests on local disk and on ``ram://``.
+"""scan and repair on three back ends: the same tests on local disk, ``ram://`` and ``gs://``.
 
 ``ram://`` is TensorFlow's in-memory filesystem: a path with a scheme, so every access goes
 through ``tf.io.gfile`` as it would on ``gs://``, with no hard links, no directory renames and
 no locks. It also has quirks of its own (``exists``/``isdir``/``stat``/``listdir`` match keys by
 string prefix; ``tf.train.load_checkpoint(prefix)`` fails there), which ``estimator_fix.storage.fs``
-must hide. One fixture, ``backend``, is parametrised over both; each test body is the same code
-for both. Files are read back through ``tf.io.gfile.glob``/``GFile`` (exact on both back ends),
-never through the code under test.
+must hide. ``gs://`` is TensorFlow's own GCS filesystem talking to fake-gcs-server through the
+loopback proxy of ``tests/gcs`` (a prefix of its own per test in the run's bucket): real HTTP
+requests, renames as a rewrite plus a delete, directories as name prefixes. One fixture,
+``backend``, is parametrised over the three; each test body is the same code for all. Files are
+read back through ``tf.io.gfile.glob``/``GFile`` (exact on every back end), never through the
+code under test.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from estimator_fix import errors, plan, repair, scan
 from estimator_fix.options import Job
 from estimator_fix.storage import atomic, fs, names
 from estimator_fix.types import Format, Verdict
+from tests import gcs
 from tests.conftest import (
     TESTDATA,
     assert_int64_step,
@@ -51,14 +55,14 @@ gfile = tf.io.gfile
 class Backend:
     """A writable root on one filesystem, and how to put testdata there."""
 
-    name: str  # "local" or "ram"
+    name: str  # "local", "ram" or "gs"
     root: str  # a directory path string, no trailing slash
 
     def path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
 
     def copy_dir(self, src: Path, *dest: str) -> str:
-        """Copies a local directory tree here (gfile for ram://), returns its path string."""
+        """Copies a local directory tree here (gfile for schemes), returns its path string."""
         dst = self.path(*dest)
         for dirpath, _, filenames in os.walk(src):
             rel = os.path.relpath(dirpath, src)
@@ -73,10 +77,15 @@ class Backend:
         return self.copy_dir(TESTDATA / fixture, fixture)
 
 
-@pytest.fixture(params=["local", "ram"])
+@pytest.fixture(params=["local", "ram", "gs"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "local":
         yield Backend("local", str(tmp_path))
+        return
+    if request.param == "gs":
+        server: gcs.Server = request.getfixturevalue("gcs_env")
+        # No clean-up: the emulator keeps the run's bucket in memory and dies with the session.
+        yield Backend("gs", f"{server.root}/{request.node.originalname}-{uuid.uuid4().hex[:8]}")
         return
     root = f"ram://estimator-fix-test-{uuid.uuid4().hex}"
     gfile.makedirs(root)
@@ -99,7 +108,7 @@ def digest(root: str) -> dict[str, bytes]:
 
 
 def without_root(doc: Any, root: str) -> Any:
-    """A JSON document with the back end's root replaced, so local and ram:// compare equal."""
+    """A JSON document with the back end's root replaced, so the back ends compare equal."""
     return json.loads(json.dumps(doc).replace(root, "<root>"))
 
 
@@ -295,7 +304,7 @@ def test_interrupted_output_dir_is_emptied_and_redone(
     left = sorted(digest(out)) if gfile.exists(out) else []
     assert STATE not in left  # not a finished output
     assert not left or names.INCOMPLETE_MARKER in left
-    if backend.name == "ram":  # built in place, file by file: the checkpoint got there
+    if backend.name != "local":  # built in place, file by file: the checkpoint got there
         assert "model.ckpt-6.index" in left
 
     the_plan = repair.prepare(scan.scan(source), Job("repair", source, output_dir=out))

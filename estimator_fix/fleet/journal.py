@@ -7,13 +7,14 @@ reads a journal back, skipping torn and foreign lines; ``done_keys`` is what ``-
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from estimator_fix import errors
 from estimator_fix.fleet.result import RESULT_SCHEMA, STATUS_DONE
-from estimator_fix.storage import atomic
+from estimator_fix.storage import atomic, fs
 
 
 def to_line(doc: Mapping[str, Any]) -> str:
@@ -74,14 +75,23 @@ def read_results(path: str) -> list[dict[str, Any]]:
       OSError: the file cannot be read (``FileNotFoundError`` if it does not exist).
     """
     out = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for raw in f:
-            try:
-                doc = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(doc, dict) and doc.get("schema") == RESULT_SCHEMA:
-                out.append(doc)
+    if fs.has_scheme(path):
+        try:
+            lines = fs.read_text(path).splitlines()
+        except errors.PathNotFoundError as e:
+            raise FileNotFoundError(errno.ENOENT, str(e), path) from e
+        except errors.Error as e:
+            raise OSError(errno.EIO, str(e), path) from e
+    else:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    for raw in lines:
+        try:
+            doc = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and doc.get("schema") == RESULT_SCHEMA:
+            out.append(doc)
     return out
 
 

@@ -27,6 +27,12 @@ class RepairResult(Serializable):
     checks: tuple[str, ...]
     actions: tuple[str, ...]
     seconds: float
+    # How the data files were carried (``storage.atomic``: ``hard_link``, ``server_side``,
+    # ``stream``, ``local_copy``, ``rewritten``, ``none``), their size, and what those copies
+    # moved through this process (read plus written; 0 for links and server-side copies).
+    copy_method: str = "none"
+    copied_bytes: int = 0
+    worker_bytes: int = 0
     # What ``repair.rollback`` needs to undo this repair (not in the JSON).
     undo: Undo | None = hidden(default=None, compare=False, repr=False)
 

@@ -9,9 +9,11 @@ cleans up.
 
 On filesystems with a scheme (``gs://``, ``ram://``) what is atomic is less: a single file
 rename (on GCS a server-side copy then delete: the destination object appears whole or not at
-all), never a directory rename, and there is no lock (``lock`` is a no-op there). So an
-``--output_dir`` there is built file by file under ``INCOMPLETE_MARKER`` (see ``repair``), and
-nothing stops two concurrent repairs of one directory on an object store: run one at a time.
+all), never a directory rename. So an ``--output_dir`` there is built file by file under
+``INCOMPLETE_MARKER`` (see ``repair``). With the ``gcs`` extra (``storage.gcs``), ``gs://``
+gets a lock object and server-side copies of data files; without it, and on other schemes,
+``lock`` is a no-op (run one repair of a directory at a time) and data files are streamed
+through this process by ``tf.io.gfile.copy``.
 
 ``ESTIMATOR_FIX_KILL_AT`` (tests only): the name of a failpoint at which the process sends
 itself SIGKILL, so the fault-injection test can stop a repair at every step of its commit.
@@ -20,6 +22,7 @@ itself SIGKILL, so the fault-injection test can stop a repair at every step of i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import shutil
@@ -28,7 +31,7 @@ import time
 from collections.abc import Iterator
 
 from estimator_fix import errors
-from estimator_fix.storage import fs
+from estimator_fix.storage import fs, gcs
 from estimator_fix.storage.names import (  # the names this module writes
     HOST,
     LOCK_NAME,
@@ -120,15 +123,22 @@ def _is_tf_error(e: BaseException) -> bool:
 def lock(model_dir: str) -> Iterator[None]:
     """Holds an exclusive lock on ``model_dir`` (released by the OS if the process dies).
 
-    On a scheme path (``gs://``, ``ram://``) this is a no-op: object stores have no advisory
-    locks. The state file rename is still the commit point, but two concurrent repairs of one
-    directory there are not kept apart.
+    On ``gs://`` with the ``gcs`` extra, a lock object (``gcs.lock``: created only if absent,
+    refreshed while held, deleted at the end; an expired one is taken over with a warning).
+    On other scheme paths (``ram://``, or ``gs://`` without the extra) this is a no-op: object
+    stores have no advisory locks, and two concurrent repairs of one directory there are not
+    kept apart (the state file rename is still the commit point).
 
     Raises:
       errors.LockedError: another process holds it.
+      errors.Error: on ``gs://``, the lock object could not be written (see ``gcs.lock``).
     """
     if fs.has_scheme(model_dir):
-        yield
+        if gcs.is_gcs(model_dir) and gcs.client() is not None:
+            with gcs.lock(model_dir):
+                yield
+        else:
+            yield
         return
     import fcntl
 
@@ -182,20 +192,71 @@ def remove_path(path: str) -> None:
             fs.remove(path)
 
 
-def link_or_copy(src: str, dst: str) -> bool:
-    """Hard-links ``src`` to ``dst``; copies where links are impossible. True if linked."""
+# How a data file got its new name (``Carried.method``), cheapest first.
+NOTHING_CARRIED = "none"  # no data file linked or copied (adopted, or nothing to carry)
+HARD_LINK = "hard_link"
+SERVER_SIDE = "server_side"  # copied inside the object store (gs:// with the gcs extra)
+LOCAL_COPY = "local_copy"  # local files that cannot be linked (another device)
+STREAM = "stream"  # tf.io.gfile.copy: every byte read and written again by this process
+REWRITTEN = "rewritten"  # new data files written tensor by tensor (V1 -> V2); not counted
+_METHOD_ORDER = (NOTHING_CARRIED, HARD_LINK, SERVER_SIDE, LOCAL_COPY, STREAM, REWRITTEN)
+
+
+@dataclasses.dataclass(frozen=True)
+class Carried:
+    """How data files were carried to their new names, and what that moved through us.
+
+    Attributes:
+      method: the costliest method used (``_METHOD_ORDER``), or ``NOTHING_CARRIED``.
+      data_bytes: the size of the data files linked or copied.
+      worker_bytes: what those copies moved through this process, read plus written (a stream
+        copy of N bytes is 2N; a hard link or a server-side copy is 0).
+    """
+
+    method: str = NOTHING_CARRIED
+    data_bytes: int = 0
+    worker_bytes: int = 0
+
+    @property
+    def linked(self) -> bool:
+        """Nothing was copied (hard links, or nothing to carry)."""
+        return self.method in (NOTHING_CARRIED, HARD_LINK)
+
+    def __add__(self, other: Carried) -> Carried:
+        """Both: the costlier method, the bytes summed. Does not perform I/O."""
+        method = max(self.method, other.method, key=_METHOD_ORDER.index)
+        return Carried(
+            method, self.data_bytes + other.data_bytes, self.worker_bytes + other.worker_bytes
+        )
+
+
+def carry(src: str, dst: str) -> Carried:
+    """Gives ``dst`` the bytes of ``src`` the cheapest way there is; says which.
+
+    Local: a hard link, else a copy. Both on ``gs://`` with the ``gcs`` extra: a copy inside
+    the store. Otherwise ``tf.io.gfile.copy``, which streams the bytes through this process.
+    """
     with write_errors(dst):
         if not fs.has_scheme(src) and not fs.has_scheme(dst):
             try:
                 os.link(src, dst)
-                return True
+                return Carried(HARD_LINK, os.stat(dst).st_size, 0)
             except OSError as e:
                 if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
             shutil.copyfile(src, dst)
-            return False
+            size = os.stat(dst).st_size
+            return Carried(LOCAL_COPY, size, 2 * size)
+        if gcs.is_gcs(src) and gcs.is_gcs(dst) and gcs.client() is not None:
+            return Carried(SERVER_SIDE, gcs.copy(src, dst), 0)
         fs.copy(src, dst)
-        return False
+        size = fs.size(dst)
+        return Carried(STREAM, size, 2 * size)
+
+
+def link_or_copy(src: str, dst: str) -> bool:
+    """``carry`` for callers that only ask whether nothing was copied. True if linked."""
+    return carry(src, dst).linked
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -245,9 +306,17 @@ class LineLog:
     def __init__(self, path: str) -> None:
         """Opens ``path`` for appending (creating it), ending a torn last line first.
 
+        On an object store (``gs://``) there is no append: the log is held in memory and the
+        whole object written at most every ``OBJECT_FLUSH_SECONDS`` and at ``close`` (each
+        write replaces the object whole), so a killed run loses at most that much of its tail.
+
         Raises:
           OSError: the file exists but cannot be read, or cannot be opened for appending.
         """
+        self._remote = fs.has_scheme(path)
+        if self._remote:
+            self._init_remote(path)
+            return
         torn = False
         try:
             with open(path, "rb") as f:
@@ -261,12 +330,43 @@ class LineLog:
         if torn:
             self.append("")
 
+    OBJECT_FLUSH_SECONDS = 30.0
+
+    def _init_remote(self, path: str) -> None:
+        self._path = path
+        try:
+            text = fs.read_text(path) if fs.exists(path) else ""
+        except errors.Error as e:
+            raise OSError(errno.EIO, str(e)) from e
+        self._text = text if not text or text.endswith("\n") else text + "\n"
+        self._written = time.monotonic()
+        self._write_remote()  # an unwritable place stops the run before any work
+
+    def _write_remote(self) -> None:
+        try:
+            write_bytes(self._path, self._text.encode("utf-8"))
+        except errors.Error as e:
+            raise OSError(errno.EIO, str(e)) from e
+        self._written = time.monotonic()
+
     def append(self, line: str) -> None:
         """Appends ``line`` and a newline. Raises OSError (the line may then be torn)."""
+        if self._remote:
+            self._text += line + "\n"
+            if time.monotonic() - self._written >= self.OBJECT_FLUSH_SECONDS:
+                self._write_remote()
+            return
         self._file.write(line + "\n")
         self._file.flush()
 
     def close(self) -> None:
-        """Closes the file; every line was flushed, so only a failed append leaves a buffer."""
+        """Closes the file; every line was flushed, so only a failed append leaves a buffer.
+
+        Raises:
+          OSError: on an object store, the last write of the log failed.
+        """
+        if self._remote:
+            self._write_remote()
+            return
         with contextlib.suppress(OSError):
             self._file.close()
