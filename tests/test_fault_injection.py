@@ -265,7 +265,8 @@ def test_failpoint_list_matches_the_code() -> None:
     for module in sorted((REPO / "estimator_fix").rglob("*.py")):
         found |= set(re.findall(r'failpoint\(f?"([^"]+)"\)', module.read_text()))
     in_code = {re.sub(r"\{\w+\}", "0", name) for name in found}
-    assert in_code | {"commit-data-1"} == set(FAILPOINTS) | set(OUTPUT_FAILPOINTS)
+    exercised = set(FAILPOINTS) | set(OUTPUT_FAILPOINTS) | set(RENAME_FAILPOINTS)
+    assert in_code | {"commit-data-1"} == exercised
     assert list(FAILPOINT_STATES) == list(FAILPOINTS)
 
 
@@ -361,3 +362,40 @@ def test_kill_with_output_dir(tmp_path: Path, outcomes: list[Outcome], failpoint
     leftovers = [n for n in os.listdir(parent) if names.is_temporary(n)]
     assert leftovers == [], "the re-run removes temporaries whose process died"
     outcomes.append(Outcome(failpoint, "output_dir", failpoint, "output absent"))
+
+
+# --- rename: the same commit, its own build step --------------------------------------------
+
+RENAME_FAILPOINTS = ("surgery-before-index", "commit-data-0", "commit-index", "state-commit")
+
+
+@pytest.mark.parametrize("failpoint", RENAME_FAILPOINTS)
+def test_kill_rename_at_failpoint(tmp_path: Path, failpoint: str) -> None:
+    """A killed rename leaves the originals and a directory that loads; a re-run completes."""
+    model_dir = tmp_path / "m"
+    shutil.copytree(TESTDATA / "dnn_classifier", model_dir)
+    before = tree_digest(model_dir)
+    args = ("rename", f"--model_dir={model_dir}", "--map=dnn=tower")
+    proc = run_cli(*args, env={"ESTIMATOR_FIX_KILL_AT": failpoint})
+    assert proc.returncode == -signal.SIGKILL, f"{failpoint} not reached: {proc.stderr}"
+    after = tree_digest(model_dir)
+    assert all(after.get(n) == c for n, c in before.items() if n != STATE)
+    assert after[STATE] == before[STATE]  # every failpoint here is before the commit point
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    assert latest == str(model_dir / "model.ckpt-6")
+    _restore_everything(latest)
+
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0 and "Traceback" not in rerun.stderr, rerun.stderr
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    # Killed after its index was renamed into place, the first run's complete edit stays (it is
+    # not adopted, unlike repair's): the re-run takes the next name.
+    taken = failpoint == "state-commit"
+    assert latest == str(model_dir / f"model.ckpt-renamed{'2' if taken else ''}-6")
+    keys = set(tf.train.load_checkpoint(latest).get_variable_to_dtype_map())
+    assert any(k.startswith("tower/") for k in keys) and not any(k.startswith("dnn/") for k in keys)
+    _restore_everything(latest)
+    left = os.listdir(model_dir)
+    assert not [n for n in left if names.is_temporary(n)], "temporaries left"
+    assert not names.orphan_surgery_files(left), "orphaned data files left"
+    assert all(tree_digest(model_dir).get(n) == c for n, c in before.items() if n != STATE)
