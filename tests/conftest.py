@@ -19,11 +19,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from estimator_fix import compat
+from tests import gcs
+from tests.gcs import gcs_env, gcs_server  # noqa: F401  (fixtures: a real gs:// for the tests)
 
 if TYPE_CHECKING:
     from estimator_fix import repair
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+compat.prepare()  # TensorFlow >= 2.16: tf.estimator, Keras 2; imports no TensorFlow
+gcs.configure_process()  # TensorFlow reads its GCS_* settings at import: before any test module
 
 REPO = Path(__file__).resolve().parent.parent
 TESTDATA = REPO / "testdata"

@@ -4,7 +4,7 @@
 # `my_global_step`), copied to a temporary folder so testdata/ is never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=.venv/bin
+BIN=${VENV:-.venv}/bin
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r testdata/session_loop_int32_step "$work/model_dir"
