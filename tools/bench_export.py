@@ -99,9 +99,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 
+import benchlib
 from absl import app, flags, logging
 from bench_export_report import BARE, FIX, METHODS, Result, Run, Stage, render, stamped_stages
 from bench_export_subjects import Subject, large_subject, small_subject
@@ -369,19 +369,9 @@ def main(argv: Sequence[str]) -> None:
         workdir=_WORKDIR.value,
         keep=_KEEP.value,
     )
-    parent = config.workdir or tempfile.gettempdir()
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="bench_export-", dir=parent)
-    try:
-        text, met = bench(config, work)
-    except BenchError as e:
-        sys.stderr.write(f"bench_export: error: {e}\n")
-        sys.exit(1)
-    finally:
-        if config.keep:
-            logging.info("kept %s", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    text, met = benchlib.in_workdir(
+        "bench_export", config.workdir, config.keep, lambda work: bench(config, work)
+    )
     sys.stdout.write(text)
     sys.exit(0 if met else 2)
 

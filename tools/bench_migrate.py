@@ -33,15 +33,16 @@ Exit codes: 0 every goal met; 1 a run failed or did not verify, or a bad flag; 2
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 
 import bench_migrate_v2
 import bench_repair as repair_bench
+import benchlib
 from absl import app, flags, logging
 from benchlib import BenchError, child_script, measure, tail
 
@@ -187,21 +188,11 @@ def main(argv: Sequence[str]) -> None:
         workdir=repair_bench._WORKDIR.value,
         keep=repair_bench._KEEP.value,
     )
-    parent = config.workdir or tempfile.gettempdir()
-    os.makedirs(parent, exist_ok=True)
     texts, all_met = [], True
     for half in HALVES[_HALF.value]:
-        work = tempfile.mkdtemp(prefix="bench_migrate-", dir=parent)
-        try:
-            text, met = half(config, work)
-        except BenchError as e:
-            sys.stderr.write(f"bench_migrate: error: {e}\n")
-            sys.exit(1)
-        finally:
-            if config.keep:
-                logging.info("kept %s", work)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
+        text, met = benchlib.in_workdir(
+            "bench_migrate", config.workdir, config.keep, functools.partial(half, config)
+        )
         texts.append(text)
         all_met &= met
     sys.stdout.write("\n".join(texts))

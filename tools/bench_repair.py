@@ -57,10 +57,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
+import benchlib
 from absl import app, flags, logging
 from benchlib import BenchError, child_script, measure, tail
 
@@ -420,19 +420,9 @@ def main(argv: Sequence[str]) -> None:
         workdir=_WORKDIR.value,
         keep=_KEEP.value,
     )
-    parent = config.workdir or tempfile.gettempdir()
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="bench_repair-", dir=parent)
-    try:
-        text, met = bench(config, work)
-    except BenchError as e:
-        sys.stderr.write(f"bench_repair: error: {e}\n")
-        sys.exit(1)
-    finally:
-        if config.keep:
-            logging.info("kept %s", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    text, met = benchlib.in_workdir(
+        "bench_repair", config.workdir, config.keep, lambda work: bench(config, work)
+    )
     sys.stdout.write(text)
     sys.exit(0 if met else 2)
 

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -268,3 +271,24 @@ def generate(root: str, *, num_dirs: int, tensors: int, others: Sequence[Case]) 
         prefix = os.path.join(path, f"model.ckpt-{step}")
         dirs.append(ModelDir(name, path, prefix, case, step, count))
     return dirs
+
+
+def in_workdir(
+    prog: str, parent: str | None, keep: bool, run: Callable[[str], tuple[str, bool]]
+) -> tuple[str, bool]:
+    """``run(work)`` in a fresh ``<prog>-*`` directory under ``parent`` (default: the temp dir),
+    removed afterwards unless ``keep``. Returns what ``run`` returns; a ``BenchError`` is one
+    line on stderr and exit 1."""
+    parent = parent or tempfile.gettempdir()
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f"{prog}-", dir=parent)
+    try:
+        return run(work)
+    except BenchError as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        sys.exit(1)
+    finally:
+        if keep:
+            logging.info("kept %s", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
