@@ -60,7 +60,7 @@ def reject_export(export_path: str) -> str:
     return target
 
 
-def fix(opts: Job) -> FixResult:
+def fix(opts: Job, *, report: ScanReport | None = None) -> FixResult:
     """Takes a model directory to a verified SavedModel.
 
     All or nothing: everything that can refuse (the scan with every tensor's checksum, the
@@ -70,6 +70,7 @@ def fix(opts: Job) -> FixResult:
 
     Args:
       opts: the directory and the options of a ``fix`` (validated here).
+      report: the directory's deep scan, when the caller already made it (a fleet job).
 
     Raises:
       Every ``errors.Error`` of the stages (the message says what was rolled back); a
@@ -80,7 +81,8 @@ def fix(opts: Job) -> FixResult:
     assert opts.export_dir is not None
     # Deep: a corrupt tensor must refuse before the first write, not fail the export's
     # restore after a repair was committed.
-    report = scan(opts.model_dir, checkpoint=opts.checkpoint, deep=True)
+    if report is None:
+        report = scan(opts.model_dir, checkpoint=opts.checkpoint, deep=True)
     edit = surgery.edit_for_job(report, opts)  # --map: refused here, before any write
     the_plan = repair_lib.prepare(report, opts)
     export_base = export_lib.check_export_base(opts.export_dir)

@@ -97,10 +97,10 @@ def _repair_outcome(job: Job, report: ScanReport) -> _Outcome:
     )
 
 
-def _fix_outcome(job: Job) -> _Outcome:
+def _fix_outcome(job: Job, report: ScanReport) -> _Outcome:
     from estimator_fix import fix as fix_lib
 
-    result = fix_lib.fix(job)
+    result = fix_lib.fix(job, report=report)
     repaired = result.repair
     done = _Outcome(
         STATUS_DONE,
@@ -178,13 +178,15 @@ def run_job(job: Job) -> JobResult:
             listing = _Listing(job)
         from estimator_fix.scan import scan
 
-        report = scan(job.model_dir, checkpoint=job.checkpoint, deep=job.deep)
+        # fix scans deep (every tensor's checksum before the first write): one scan serves both.
+        deep = job.deep or job.command == "fix"
+        report = scan(job.model_dir, checkpoint=job.checkpoint, deep=deep)
         if job.command == "scan":
             outcome = _Outcome(STATUS_DONE, report.verdict.exit_code)
         elif job.command == "repair":
             outcome = _repair_outcome(job, report)
         else:
-            outcome = _fix_outcome(job)
+            outcome = _fix_outcome(job, report)
     except errors.Error as e:
         outcome = _failed(e.exit_code, type(e).__name__, str(e), e.path)
     except Exception as e:  # a bug of ours or TensorFlow's: still one line, never a traceback
