@@ -45,7 +45,7 @@ from estimator_fix.checkpoint import index_file, state_file
 from estimator_fix.options import Job
 from estimator_fix.plan import Plan
 from estimator_fix.repair import build, commit, output, readback
-from estimator_fix.repair.result import REPAIR_SCHEMA, RepairResult, Undo
+from estimator_fix.repair.result import REPAIR_SCHEMA, RepairResult, Undo, written
 from estimator_fix.repair.rollback import rollback
 from estimator_fix.storage import atomic, fs, outputs
 from estimator_fix.storage import names as names_lib
@@ -180,24 +180,16 @@ def _repair_in_place(plan: Plan) -> RepairResult:
     added.append(state_path)
     if backup:
         added.append(backup)
-    return RepairResult(
-        schema=REPAIR_SCHEMA,
-        model_dir=model_dir,
+    return written(
+        plan,
         output_dir=model_dir,
         new_prefix=new_prefix,
-        step=plan.step,
-        files_added=tuple(added),
-        linked=carried.linked,
-        copy_method=carried.method,
-        copied_bytes=carried.data_bytes,
-        worker_bytes=carried.worker_bytes,
+        files_added=added,
+        carried=carried,
         state_file=state_path,
         state_backup=backup,
-        removed_stale=(),
         adopted_existing=adopted,
-        checks=tuple(checks),
-        actions=plan.actions,
-        seconds=0.0,
+        checks=checks,
         undo=undo,
     )
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from estimator_fix import errors
 from estimator_fix.checkpoint import state_file
 from estimator_fix.repair import build, commit, readback
-from estimator_fix.repair.result import REPAIR_SCHEMA, RepairResult
+from estimator_fix.repair.result import RepairResult, written
 from estimator_fix.storage import atomic, fs, names
 
 if TYPE_CHECKING:
@@ -77,25 +77,14 @@ def _repair_to_output_dir(plan: Plan) -> RepairResult:
             with atomic.write_errors(out):
                 os.rmdir(out)
         atomic.replace(tmp, out)
-    added = tuple(fs.join(out, n) for n in fs.listdir(out))
-    return RepairResult(
-        schema=REPAIR_SCHEMA,
-        model_dir=plan.model_dir,
+    return written(
+        plan,
         output_dir=out,
         new_prefix=new_prefix,
-        step=plan.step,
-        files_added=added,
-        linked=carried.linked,
-        copy_method=carried.method,
-        copied_bytes=carried.data_bytes,
-        worker_bytes=carried.worker_bytes,
+        files_added=(fs.join(out, n) for n in fs.listdir(out)),
+        carried=carried,
         state_file=state_file.state_path(out),
-        state_backup=None,
-        removed_stale=(),
-        adopted_existing=False,
-        checks=tuple(checks),
-        actions=plan.actions,
-        seconds=0.0,
+        checks=checks,
     )
 
 
@@ -133,22 +122,12 @@ def _repair_to_output_file_by_file(plan: Plan) -> RepairResult:
                     fs.rmtree(out)
         raise
     commit.remove_quietly([marker])  # if this fails: a finished output with a stale temporary
-    return RepairResult(
-        schema=REPAIR_SCHEMA,
-        model_dir=plan.model_dir,
+    return written(
+        plan,
         output_dir=out,
         new_prefix=new_prefix,
-        step=plan.step,
-        files_added=tuple(fs.join(out, n) for n in fs.listdir(out)),
-        linked=carried.linked,
-        copy_method=carried.method,
-        copied_bytes=carried.data_bytes,
-        worker_bytes=carried.worker_bytes,
+        files_added=(fs.join(out, n) for n in fs.listdir(out)),
+        carried=carried,
         state_file=state_path,
-        state_backup=None,
-        removed_stale=(),
-        adopted_existing=False,
-        checks=tuple(checks),
-        actions=plan.actions,
-        seconds=0.0,
+        checks=checks,
     )
