@@ -12,21 +12,9 @@ import pytest
 from estimator_fix import errors
 from estimator_fix.checkpoint import index_file
 from tests.conftest import TESTDATA, run_cli, strip_step, tree_digest
+from tests.test_fix import NOISY_MODEL  # the model whose SavedModel fails parity
 
 MODELS = str(TESTDATA / "models.py")
-
-# Noise at prediction time: the SavedModel cannot reproduce the checkpoint's predictions, so
-# verification fails after the repair was committed.
-_NOISY_MODEL = """
-import tensorflow as tf
-
-def model_fn(features, labels, mode, params):
-    x = tf.stack([features["x0"], features["x1"]], axis=1)
-    hidden = tf.compat.v1.layers.dense(x, 4, activation=tf.nn.relu, name="hidden")
-    out = tf.compat.v1.layers.dense(hidden, 1, name="output")
-    out = out + tf.random.uniform(tf.shape(out), 1.0, 2.0)
-    return tf.estimator.EstimatorSpec(mode, predictions={"predictions": out})
-"""
 
 
 def _one_line(stderr: str) -> str:
@@ -44,7 +32,7 @@ def test_failed_verification_rolls_the_repair_back(
     strip_step(d, "model.ckpt-6")  # repairable: the repair commits before the export
     before = tree_digest(d)
     user = tmp_path / "noisy.py"
-    user.write_text(textwrap.dedent(_NOISY_MODEL))
+    user.write_text(textwrap.dedent(NOISY_MODEL))
     out = tmp_path / "repaired"
     extra = [f"--output_dir={out}"] if where == "output_dir" else []
     result = run_cli(

@@ -139,7 +139,7 @@ def test_fix_broken_model_to_verified_saved_model(
     assert second["export_path"] != doc["export_path"] and second["ok"] is True
 
 
-_NOISY_MODEL = """
+NOISY_MODEL = """
 import tensorflow as tf
 
 def model_fn(features, labels, mode, params):
@@ -168,7 +168,7 @@ def test_parity_failure_rejects_the_export(
     model_copy: Callable[[str], Path], tmp_path: Path
 ) -> None:
     d = model_copy("custom_model_fn")
-    user = _user_file(tmp_path, "noisy.py", _NOISY_MODEL)
+    user = _user_file(tmp_path, "noisy.py", NOISY_MODEL)
     result = run_cli(
         "fix",
         f"--model_dir={d}",
